@@ -1,0 +1,273 @@
+"""Fetch the real data sets and the pretrained model: `python -m mrc.download korquad | klue-mrc | koelectra-base-v3`.
+
+Each file streams into `<name>.part` beside its final name and is renamed into place only after
+its size and sha256 match (where they are known), so a final name always holds a verified file.
+An interrupted download resumes from the `.part` file with an HTTP Range request; a server that
+ignores Range sends the whole file again and the `.part` file restarts from zero.
+Only the standard library's urllib is used, so downloading needs no extra dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import http.client
+import re
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
+
+from mrc.config import field, print_config
+from mrc.errors import MRCError, cli_entry
+
+BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
+CHUNK_BYTES = 1 << 20
+# Seconds without a byte before a connection counts as dead; long enough for a slow mirror.
+TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a bundle: fetched from `<base_url>/<name>`, stored as `<dir>/<name>`."""
+
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A set of files that belong together (a data set's splits, a model folder)."""
+
+    name: str
+    description: str
+    base_url: str
+    default_dir: str
+    files: tuple[RemoteFile, ...]
+    homepage: str
+
+
+# Official hosts. KLUE and the KoELECTRA hub repository are pinned to one commit so the
+# checksums below stay valid if the branches move.
+_KLUE_COMMIT = "3efd98708a40ff49251fddde35453f8fbb11f536"
+_KOELECTRA_REVISION = "da54619825c499c78bc3c8a689a9837e0d1d2284"
+
+BUNDLES: dict[str, Bundle] = {
+    "korquad": Bundle(
+        name="korquad",
+        description="KorQuAD 1.0 train and dev (CC BY-ND 2.0 KR, LG CNS)",
+        base_url="https://korquad.github.io/dataset",
+        default_dir="data/korquad",
+        files=(
+            RemoteFile("KorQuAD_v1.0_train.json", 38_527_475,
+                       "40d5115879a701751781df721d901abfa736d8db5f89000f2619433f39bf2dd2"),
+            RemoteFile("KorQuAD_v1.0_dev.json", 3_881_058,
+                       "25ffeb51e6c51ec02c071b60a10188e10005c144110f0d876b26079d80a35bdf"),
+        ),
+        homepage="https://korquad.github.io/KorQuad%201.0/",
+    ),
+    "klue-mrc": Bundle(
+        name="klue-mrc",
+        description="KLUE MRC v1.1 train and dev (CC BY-SA 4.0, KLUE)",
+        base_url=f"https://raw.githubusercontent.com/KLUE-benchmark/KLUE/{_KLUE_COMMIT}/klue_benchmark/klue-mrc-v1.1",
+        default_dir="data/klue-mrc",
+        files=(
+            RemoteFile("klue-mrc-v1.1_train.json", 47_952_737,
+                       "c52c7b82a6015c09ea8be1fea49c912e73012d8b44d3653256d91c65d519c3df"),
+            RemoteFile("klue-mrc-v1.1_dev.json", 18_712_914,
+                       "b31bb073e47cdeb19f2f1bae03d916ecabf945140334c75842d6994f700d4f47"),
+        ),
+        homepage="https://github.com/KLUE-benchmark/KLUE/tree/main/klue_benchmark/klue-mrc-v1.1",
+    ),
+    "koelectra-base-v3": Bundle(
+        name="koelectra-base-v3",
+        description="monologg/koelectra-base-v3-discriminator (Apache-2.0): config, vocab, weights",
+        base_url=f"https://huggingface.co/monologg/koelectra-base-v3-discriminator/resolve/{_KOELECTRA_REVISION}",
+        default_dir="models/koelectra-base-v3-discriminator",
+        files=(
+            RemoteFile("config.json", 467, "b0524c98036d679fd7a38a304a678cbf8d71226283c1f2f6ce08408e85eea56e"),
+            RemoteFile("tokenizer_config.json", 61,
+                       "cd074f01387ed507bc657bebc91c9653874194ba612ceecffe72e6d5c631988c"),
+            RemoteFile("vocab.txt", 263_326, "9f50b0a44b0272dcf78bfd7a52a0815588f69918bb87ec60b21ca235c5aa0eb4"),
+            RemoteFile("pytorch_model.bin", None, "f3f249cc07826bc2964a2c0dbbd0d239df4fe55efc03ba33e1bd1584cf56c566"),
+        ),
+        homepage="https://huggingface.co/monologg/koelectra-base-v3-discriminator/tree/main",
+    ),
+}
+
+
+@dataclass
+class DownloadConfig:
+    bundle: str = field(help="what to fetch: " + ", ".join(BUNDLES), choices=tuple(BUNDLES))
+    dir: Path | None = field(None, help="destination folder (default: data/<set> or models/<model> under the current folder)")
+    base_url: str | None = field(None, help=f"fetch from this URL prefix instead of the official host (or set ${BASE_URL_ENV})")
+
+    def __post_init__(self) -> None:
+        if self.bundle not in BUNDLES:
+            raise MRCError(f"unknown download '{self.bundle}': choose one of {', '.join(BUNDLES)}")
+        if self.dir is not None:
+            self.dir = Path(self.dir)
+        if self.base_url is not None and not re.match(r"^(https?|file)://", self.base_url):
+            raise MRCError(f"--base_url {self.base_url!r} is not a URL: give one starting with https:// or http://")
+
+
+def file_matches(path: Path, remote: RemoteFile) -> tuple[bool, str]:
+    """Check a local file against the known size and sha256; (ok, reason when not ok)."""
+    size = path.stat().st_size
+    if remote.size is not None and size != remote.size:
+        return False, f"size {size:,} bytes, expected {remote.size:,}"
+    if remote.sha256 is not None:
+        digest = sha256_of(path)
+        if digest != remote.sha256:
+            return False, f"sha256 {digest}, expected {remote.sha256}"
+    return True, ""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (model weights do not fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK_BYTES), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manual_instructions(bundle: Bundle, dest: Path) -> str:
+    """How to place the files by hand on a machine that cannot reach the host."""
+    lines = [f"To install by hand, fetch these files on a machine with internet access (see {bundle.homepage})",
+             f"and copy them into {dest}/ :"]
+    for f in bundle.files:
+        facts = ", ".join(x for x in (f"{f.size:,} bytes" if f.size else "",
+                                      f"sha256 {f.sha256}" if f.sha256 else "") if x)
+        lines.append(f"  {f.name}  ({facts})  from {bundle.base_url}/{f.name}")
+    lines.append(f"Then re-run `python -m mrc.download {bundle.name} --dir {dest}`: it verifies every file "
+                 "and skips the ones already in place.")
+    return "\n".join(lines)
+
+
+def open_range(url: str, offset: int) -> tuple[object, int, int | None]:
+    """Open `url` asking for bytes from `offset`; (response, offset the body starts at, total size if known).
+
+    A 206 reply continues the partial file; a 200 reply means the server ignored Range and
+    sends everything, so the caller restarts from zero.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "mrc-download/1"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    status = getattr(response, "status", 200)
+    length = response.headers.get("Content-Length")
+    if offset and status == 206:
+        total = re.search(r"/(\d+)$", response.headers.get("Content-Range", ""))
+        return response, offset, int(total.group(1)) if total else None
+    return response, 0, int(length) if length is not None else None
+
+
+def fetch_to_part(url: str, part: Path, progress: Progress, label: str) -> int:
+    """Stream `url` into `part`, resuming from its current length when the server allows.
+
+    Returns the offset the transfer resumed from (0 when it started over).
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    try:
+        response, start, total = open_range(url, offset)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:
+            return offset  # the .part already holds every byte; verification decides if it is good
+        raise
+    task = progress.add_task(label, total=total, completed=start)
+    with response, open(part, "ab" if start else "wb") as out:
+        for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+            out.write(chunk)
+            progress.advance(task, len(chunk))
+        out.flush()
+        os.fsync(out.fileno())
+    return start
+
+
+def download_file(bundle: Bundle, remote: RemoteFile, dest: Path, base_url: str, console: Console) -> str:
+    """Make `dest/remote.name` a verified copy of the remote file; returns what was done."""
+    final = dest / remote.name
+    if final.exists():
+        ok, why = file_matches(final, remote)
+        if ok:
+            return "verified, kept" if remote.sha256 else "present, kept (no checksum known)"
+        console.print(f"[yellow]{final} does not match ({why}); downloading it again[/]")
+    part = final.with_name(final.name + ".part")
+    url = f"{base_url.rstrip('/')}/{remote.name}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as progress:
+        try:
+            resumed_from = fetch_to_part(url, part, progress, remote.name)
+        except urllib.error.HTTPError as e:
+            raise MRCError(f"{url} answered HTTP {e.code} {e.reason}.\n{manual_instructions(bundle, dest)}") from None
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            kept = (f" The {part.stat().st_size:,} bytes received so far are kept in {part}; "
+                    "re-running resumes from there.") if part.exists() and part.stat().st_size else ""
+            raise MRCError(f"could not download {url}: {reason}.{kept}\n"
+                           f"If this machine is offline: {manual_instructions(bundle, dest)}") from None
+    ok, why = file_matches(part, remote)
+    if not ok:
+        part.unlink()
+        raise MRCError(f"{url} does not match the published file ({why}); the download was deleted. "
+                       "Re-run to fetch it again; if it fails the same way, the host serves a different file "
+                       f"than this project expects: place the official file by hand.\n{manual_instructions(bundle, dest)}")
+    os.replace(part, final)
+    if remote.sha256 is None:
+        return "downloaded (no checksum known)"
+    return f"resumed at byte {resumed_from:,}, verified" if resumed_from else "downloaded, verified"
+
+
+def download_bundle(bundle: Bundle, dest: Path, base_url: str | None = None,
+                    console: Console | None = None) -> dict[str, str]:
+    """Fetch every file of `bundle` into `dest`; {file name: what was done}."""
+    console = console or Console(stderr=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    source = base_url or bundle.base_url
+    console.print(f"{bundle.description}\n  from {source}\n  into {dest}")
+    return {f.name: download_file(bundle, f, dest, source, console) for f in bundle.files}
+
+
+def run(cfg: DownloadConfig) -> dict[str, str]:
+    """Download what `cfg` names and print one line per file."""
+    bundle = BUNDLES[cfg.bundle]
+    dest = cfg.dir or Path(bundle.default_dir)
+    base_url = cfg.base_url or os.environ.get(BASE_URL_ENV) or None
+    console = Console(stderr=True)
+    done = download_bundle(bundle, dest, base_url, console)
+    for name, what in done.items():
+        console.print(f"  [green]{name}[/]: {what}")
+    return done
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one positional (what to fetch) and the optional fields of DownloadConfig."""
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(DownloadConfig)}
+    parser = argparse.ArgumentParser(prog="python -m mrc.download",
+                                     description="Download KorQuAD 1.0, KLUE MRC or the KoELECTRA-base-v3 model, "
+                                                 "resumable and checksum-verified.")
+    parser.add_argument("bundle", choices=list(BUNDLES), help=helps["bundle"])
+    parser.add_argument("--dir", type=Path, default=None, help=helps["dir"])
+    parser.add_argument("--base_url", default=None, help=helps["base_url"])
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> dict[str, str]:
+    args = build_parser().parse_args(argv)
+    cfg = DownloadConfig(bundle=args.bundle, dir=args.dir, base_url=args.base_url)
+    print_config(cfg, "download")
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
