@@ -1,0 +1,189 @@
+"""Model inference over a window store: the one path train-time evaluation and predict.py share.
+
+`window_logits` runs a set of windows through the model in length-sorted batches (each padded only
+to its own longest window) and returns the logits in the caller's order. `predict_store` runs a
+whole store across the ranks of a job and decodes on rank 0, chunk by chunk: a chunk holds whole
+examples, so the logits in memory never exceed one chunk however large the input is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrc import dist
+from mrc.batching import collate, shard_for_eval
+
+# Windows per decode chunk: 4,096 windows of 512 positions are 16 MiB of float32 logits.
+DEFAULT_CHUNK_WINDOWS = 4096
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Dropout off for inference; the caller's mode (training mid-run) comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def window_logits(model: nn.Module, store, window_indices: np.ndarray, *, batch_size: int,
+                  device: torch.device, autocast_dtype: torch.dtype | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and end logits of `window_indices`, float32 `[n, T]` on `device`, rows in input order.
+
+    T is the longest sequence among the windows; a row's positions past its own sequence length
+    hold -inf. Batches are formed longest first, so an out-of-memory batch size fails at once.
+    """
+    window_indices = np.asarray(window_indices, dtype=np.int64)
+    lengths = np.asarray(store.sequence_lengths())[window_indices]          # [n]
+    n = len(window_indices)
+    width = int(lengths.max()) if n else 0
+    start = torch.full((n, width), float("-inf"), dtype=torch.float32, device=device)
+    end = torch.full((n, width), float("-inf"), dtype=torch.float32, device=device)
+    order = np.argsort(-lengths, kind="stable")
+    model = dist.unwrap_model(model)
+    with _eval_mode(model), torch.inference_mode(), _autocast(device, autocast_dtype):
+        for first in range(0, n, batch_size):
+            rows = order[first:first + batch_size]
+            batch = collate(store, window_indices[rows], with_labels=False)
+            batch_start, batch_end = model(batch["input_ids"].to(device, non_blocking=True),
+                                           batch["token_type_ids"].to(device, non_blocking=True),
+                                           batch["attention_mask"].to(device, non_blocking=True))  # [B, T_b]
+            used = min(batch_start.shape[1], width)
+            rows_t = torch.from_numpy(rows).to(device)
+            start[rows_t, :used] = batch_start[:, :used].float()
+            end[rows_t, :used] = batch_end[:, :used].float()
+    # Collate pads each batch to a multiple of 8; those positions (and any shorter window's
+    # padding) must never look like a candidate.
+    past_end = torch.arange(width, device=device)[None, :] >= torch.from_numpy(lengths).to(device)[:, None]
+    start.masked_fill_(past_end, float("-inf"))
+    end.masked_fill_(past_end, float("-inf"))
+    return start, end
+
+
+def example_chunks(example_index: np.ndarray, chunk_windows: int) -> list[tuple[int, int]]:
+    """Split windows `[0, N)` into `[lo, hi)` ranges of about `chunk_windows`, never inside an example.
+
+    `example_index` is the store's per-window example column (an example's windows are consecutive).
+    An example with more windows than `chunk_windows` gets a chunk of its own.
+    """
+    n = len(example_index)
+    if n == 0:
+        return []
+    example_starts = np.flatnonzero(np.diff(example_index, prepend=example_index[0] - 1) != 0)
+    chunks = []
+    lo = 0
+    while lo < n:
+        after = np.searchsorted(example_starts, lo + chunk_windows, side="left")
+        hi = int(example_starts[after]) if after < len(example_starts) else n
+        chunks.append((lo, hi))
+        lo = hi
+    return chunks
+
+
+@dataclass
+class ChunkLogits:
+    """Logits of the windows `[lo, hi)` of a store, merged from every rank (rank 0 only)."""
+
+    lo: int
+    hi: int
+    start: torch.Tensor     # [hi - lo, T] float32
+    end: torch.Tensor       # [hi - lo, T] float32
+
+    @property
+    def window_indices(self) -> np.ndarray:
+        return np.arange(self.lo, self.hi, dtype=np.int64)
+
+
+def _merge_rank_parts(lo: int, hi: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      device: torch.device) -> ChunkLogits:
+    """Put each rank's rows back at their window positions, padding narrower parts with -inf."""
+    width = max(part_start.shape[1] for _, part_start, _ in parts)
+    start = np.full((hi - lo, width), -np.inf, dtype=np.float32)
+    end = np.full((hi - lo, width), -np.inf, dtype=np.float32)
+    for indices, part_start, part_end in parts:
+        start[indices - lo, :part_start.shape[1]] = part_start
+        end[indices - lo, :part_end.shape[1]] = part_end
+    return ChunkLogits(lo, hi, torch.from_numpy(start).to(device), torch.from_numpy(end).to(device))
+
+
+def iter_chunk_logits(model: nn.Module, store, ctx: dist.DistContext, *, batch_size: int,
+                      autocast_dtype: torch.dtype | None = None,
+                      chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Iterator[ChunkLogits | None]:
+    """Logits of the whole store, one chunk of whole examples at a time.
+
+    Every rank runs its `shard_for_eval` share of each chunk exactly once; rank 0 receives the
+    merged chunk, the other ranks None. Every rank must consume the whole iterator (each chunk
+    ends in a collective).
+    """
+    for lo, hi in example_chunks(np.asarray(store.windows.example_index), chunk_windows):
+        mine = lo + shard_for_eval(hi - lo, ctx.rank, ctx.world_size).astype(np.int64)
+        start, end = window_logits(model, store, mine, batch_size=batch_size, device=ctx.device,
+                                   autocast_dtype=autocast_dtype)
+        if not ctx.is_distributed:
+            yield ChunkLogits(lo, hi, start, end)
+            continue
+        parts = dist.gather_to_main((mine, start.cpu().numpy(), end.cpu().numpy()), ctx)
+        yield _merge_rank_parts(lo, hi, parts, ctx.device) if ctx.is_main else None
+
+
+def iter_predictions(model: nn.Module, store, ctx: dist.DistContext, *, batch_size: int,
+                     autocast_dtype: torch.dtype | None, n_best_size: int, max_answer_length: int,
+                     null_score_diff_threshold: float | None = None, logits_path: Path | None = None,
+                     chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Iterator[list]:
+    """Predictions of the store chunk by chunk (rank 0); other ranks yield empty lists.
+
+    With `logits_path`, rank 0 also writes every window's logits there (see `mrc.logits`).
+    """
+    from mrc.decode import decode
+
+    writer = _logits_writer(store, logits_path) if ctx.is_main and logits_path is not None else None
+    with writer or contextlib.nullcontext():
+        for chunk in iter_chunk_logits(model, store, ctx, batch_size=batch_size, autocast_dtype=autocast_dtype,
+                                       chunk_windows=chunk_windows):
+            if chunk is None:
+                yield []
+                continue
+            if writer is not None:
+                writer.add(chunk.lo, chunk.start.cpu().numpy(), chunk.end.cpu().numpy())
+            yield decode(chunk.start, chunk.end, store, chunk.window_indices, n_best_size=n_best_size,
+                         max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold)
+
+
+def predict_store(model: nn.Module, store, ctx: dist.DistContext, *, batch_size: int,
+                  autocast_dtype: torch.dtype | None, n_best_size: int, max_answer_length: int,
+                  null_score_diff_threshold: float | None = None, logits_path: Path | None = None,
+                  chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> list | None:
+    """Predictions (`mrc.decode.Prediction`, store example order) on rank 0, None on other ranks.
+
+    Every rank must call this (it holds collectives). Each window is run exactly once in the job.
+    """
+    predictions: list = []
+    for chunk_predictions in iter_predictions(model, store, ctx, batch_size=batch_size,
+                                              autocast_dtype=autocast_dtype, n_best_size=n_best_size,
+                                              max_answer_length=max_answer_length,
+                                              null_score_diff_threshold=null_score_diff_threshold,
+                                              logits_path=logits_path, chunk_windows=chunk_windows):
+        predictions.extend(chunk_predictions)
+    return predictions if ctx.is_main else None
+
+
+def _logits_writer(store, path: Path):
+    from mrc.logits import WindowLogitsWriter
+
+    return WindowLogitsWriter(path, store)
