@@ -1,0 +1,554 @@
+"""Windows ("features") and the memory-mapped window store.
+
+Each paragraph is tokenized once, with char offsets. Window `w` of an example is
+`[CLS] q_0..q_{Q-1} [SEP] c_0..c_{L-1} [SEP]`: the question truncated to `max_query_length`
+tokens, then `L <= max_seq_length - Q - 3` paragraph tokens starting at `token_start[w]`.
+Windows start every `doc_stride` tokens (BERT / legacy `run_squad.py` meaning: a step, not an
+overlap) until one reaches the end of the paragraph.
+
+The store keeps only unpadded token ids (uint16 when the vocab fits), their char offsets, the
+question ids and a small window table; `mrc.batching.collate` assembles padded batches from it.
+Stores are cached on disk under a hash of (input, tokenizer files, window settings, code), built
+in a temp folder and renamed into place, so a crashed build is never used.
+
+CLI: `python -m mrc.features DATA... --model FOLDER [--max_seq_length ...] [--dump FILE.jsonl]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import mrc
+from mrc.config import add_dataclass_args, field, from_args
+from mrc.data import FORMATS, Example, ReadStats, read_examples
+from mrc.errors import MRCError, cli_entry
+from mrc.tokenizer import SpecialTokens, load_tokenizer, special_tokens, tokenizer_fingerprint
+
+# Bump when the store layout or the meaning of a stored value changes (old caches stop matching).
+STORE_FORMAT = 1
+CACHE_ENV = "MRC_CACHE"
+DEFAULT_CACHE_DIR = Path(".cache") / "mrc"
+WINDOW_FIELDS = ("example_index", "paragraph_index", "token_start", "context_length", "query_length",
+                 "max_context_start", "max_context_end", "start_position", "end_position")
+SPECIAL_PER_WINDOW = 3  # [CLS], [SEP] after the question, [SEP] after the context
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    max_seq_length: int = field(512, help="tokens per window including [CLS] and two [SEP] (seed: 512)")
+    doc_stride: int = field(128, help="paragraph tokens between the starts of consecutive windows (a step, as in run_squad.py)")
+    max_query_length: int = field(64, help="question tokens kept; longer questions are cut at the end")
+
+    def __post_init__(self):
+        if self.max_query_length < 1:
+            raise MRCError(f"--max_query_length must be at least 1, got {self.max_query_length}")
+        room = self.max_seq_length - self.max_query_length - SPECIAL_PER_WINDOW
+        if room < 1:
+            raise MRCError(f"--max_seq_length {self.max_seq_length} leaves no room for context after a "
+                           f"{self.max_query_length}-token question and 3 special tokens; raise --max_seq_length "
+                           f"or lower --max_query_length")
+        if not 1 <= self.doc_stride <= room:
+            raise MRCError(f"--doc_stride must be between 1 and {room} (max_seq_length - max_query_length - 3) "
+                           f"so that windows leave no paragraph token out, got {self.doc_stride}")
+
+
+@dataclass
+class WindowTable:
+    """One row per window; the windows of an example are consecutive and in paragraph order."""
+
+    example_index: np.ndarray  # int32 [N] index into store.example_ids
+    paragraph_index: np.ndarray  # int32 [N]
+    token_start: np.ndarray  # int32 [N] paragraph token index of context token 0
+    context_length: np.ndarray  # int32 [N] L
+    query_length: np.ndarray  # int32 [N] Q
+    max_context_start: np.ndarray  # int32 [N] context-relative [lo, hi): tokens whose max-context window is this one
+    max_context_end: np.ndarray  # int32 [N]
+    start_position: np.ndarray  # int32 [N] sequence position; 0 (CLS) when the answer is not wholly inside; -1 unlabelled
+    end_position: np.ndarray  # int32 [N]
+
+    def __len__(self) -> int:
+        return len(self.example_index)
+
+
+class WindowStore:
+    """Windows plus what collating and decoding need, as numpy arrays (memory-mapped when cached)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path | None = None):
+        self.folder = folder
+        self.meta = meta
+        self.windows = WindowTable(**{name: arrays[name] for name in WINDOW_FIELDS})
+        self.config = WindowConfig(**meta["config"])
+        self.has_labels: bool = meta["has_labels"]
+        self.example_ids: list[str] = meta["example_ids"]
+        self.specials = SpecialTokens(**meta["specials"])
+        self.read_stats = ReadStats.from_dict(meta["read_stats"]) if meta.get("read_stats") else None
+        self.example_paragraph = arrays["example_paragraph"]  # int32 [E]
+        self.paragraph_token_base = arrays["paragraph_token_base"]  # int64 [P+1] CSR into context_ids
+        self.context_ids = arrays["context_ids"]  # uint16 | int32 [total]
+        self.context_offsets = arrays["context_offsets"]  # int32 [total, 2] char start, end in the paragraph
+        self.question_token_base = arrays["question_token_base"]  # int64 [E+1] CSR into question_ids
+        self.question_ids = arrays["question_ids"]  # uint16 | int32, already truncated
+        self._text_bytes = arrays["paragraph_text_bytes"]  # uint8 [bytes] UTF-8 of all paragraphs
+        self._text_base = arrays["paragraph_text_base"]  # int64 [P+1]
+        self._arrays = arrays
+        self._lengths = (self.windows.query_length + self.windows.context_length + SPECIAL_PER_WINDOW).astype(np.int32)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> WindowStore:
+        """Memory-map a store folder written by `build_store`."""
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise MRCError(f"{folder}: not a window store (no meta.json); rebuild it with build_store or "
+                           f"python -m mrc.features")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("store_format") != STORE_FORMAT:
+            raise MRCError(f"{folder}: store format {meta.get('store_format')} is not {STORE_FORMAT}; "
+                           f"delete the folder and build again")
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+        return cls(arrays, meta, folder)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.example_ids)
+
+    @property
+    def num_paragraphs(self) -> int:
+        return len(self._text_base) - 1
+
+    @property
+    def pad_id(self) -> int:
+        return self.specials.pad_id
+
+    def sequence_lengths(self) -> np.ndarray:
+        """int32 [N]: Q + L + 3 per window."""
+        return self._lengths
+
+    def nbytes(self) -> int:
+        """Bytes of every stored array (the on-disk size of the store, less small metadata)."""
+        return int(sum(a.nbytes for a in self._arrays.values()))
+
+    def paragraph_texts(self, i: int) -> str:
+        """The text of paragraph `i` (char offsets in `context_offsets` index into it)."""
+        lo, hi = int(self._text_base[i]), int(self._text_base[i + 1])
+        return bytes(self._text_bytes[lo:hi]).decode("utf-8")
+
+    def window_char_spans(self, w, start_pos, end_pos) -> tuple[np.ndarray, np.ndarray]:
+        """Sequence positions of windows `w` -> `[char_start, char_end)` in their paragraph text.
+
+        Vectorised over equal-shaped arrays. A start or end outside the window's context gives -1.
+        """
+        w = np.asarray(w, dtype=np.int64)
+        start_pos = np.asarray(start_pos, dtype=np.int64)
+        end_pos = np.asarray(end_pos, dtype=np.int64)
+        t = self.windows
+        first = t.query_length[w].astype(np.int64) + 2  # sequence position of context token 0
+        length = t.context_length[w].astype(np.int64)
+        base = self.paragraph_token_base[t.paragraph_index[w]] + t.token_start[w]
+        ok_start = (start_pos >= first) & (start_pos < first + length)
+        ok_end = (end_pos >= first) & (end_pos < first + length)
+        start_tok = np.where(ok_start, base + start_pos - first, 0)
+        end_tok = np.where(ok_end, base + end_pos - first, 0)
+        char_start = np.where(ok_start, self.context_offsets[start_tok, 0], -1)
+        char_end = np.where(ok_end, self.context_offsets[end_tok, 1], -1)
+        return char_start, char_end
+
+    def example_window_ranges(self) -> np.ndarray:
+        """int64 [E+1]: windows of example e are `[r[e], r[e+1])`."""
+        counts = np.bincount(self.windows.example_index, minlength=self.num_examples)
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def build_store(data: str | Path | Sequence[str | Path] | Sequence[Example], model_folder: str | Path,
+                config: WindowConfig | None = None, *, labels: bool, cache_dir: str | Path | None = None,
+                use_cache: bool = True, data_format: str = "auto") -> WindowStore:
+    """Windows of `data` (files, or Examples already read) tokenized with the model folder's tokenizer.
+
+    With `use_cache` the store lives in `cache_dir` (default `$MRC_CACHE`, else `./.cache/mrc`)
+    under a key hashing the input, the tokenizer files, `config`, `labels` and this code; a
+    second build with the same key memory-maps the first one. Without it, the store stays in RAM.
+    `labels=True` fills start/end positions from each example's first answer.
+    """
+    config = config or WindowConfig()
+    examples = list(data) if _is_examples(data) else None
+    paths = None if examples is not None else ([data] if isinstance(data, (str, Path)) else list(data))
+    folder = None
+    if use_cache:
+        key = _cache_key(paths, examples, model_folder, config, labels, data_format)
+        folder = resolve_cache_dir(cache_dir) / f"windows-{key[:32]}"
+        if (folder / "meta.json").is_file():
+            return WindowStore.open(folder)
+    stats = None
+    if examples is None:
+        examples, stats = read_examples(paths, data_format=data_format)
+    tokenizer = load_tokenizer(model_folder)
+    arrays, meta = build_arrays(examples, tokenizer, special_tokens(model_folder, tokenizer), config, labels=labels)
+    meta["read_stats"] = stats.to_dict() if stats else None
+    if folder is None:
+        return WindowStore(arrays, meta)
+    _write_store_once(arrays, meta, folder)
+    return WindowStore.open(folder)
+
+
+def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
+    """The cache folder: the argument, else $MRC_CACHE, else `.cache/mrc` under the current directory."""
+    return Path(cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR))
+
+
+def _is_examples(data: Any) -> bool:
+    return isinstance(data, (list, tuple)) and bool(data) and isinstance(data[0], Example)
+
+
+def _code_version() -> str:
+    """Hash of the modules that decide what a store holds: editing them invalidates old caches."""
+    from mrc import data, tokenizer
+
+    h = hashlib.sha256(f"{STORE_FORMAT}:{mrc.__version__}".encode())
+    for module_file in (data.__file__, tokenizer.__file__, __file__):
+        h.update(Path(module_file).read_bytes())
+    return h.hexdigest()
+
+
+def _cache_key(paths: list | None, examples: list[Example] | None, model_folder: str | Path, config: WindowConfig,
+               labels: bool, data_format: str) -> str:
+    h = hashlib.sha256()
+    settings = {"config": dataclasses.asdict(config), "labels": labels, "format": data_format,
+                "code": _code_version(), "tokenizer": tokenizer_fingerprint(model_folder)}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    if paths is not None:
+        for p in paths:
+            p = Path(p)
+            if not p.is_file():
+                raise MRCError(f"{p}: file not found; check the path")
+            h.update(b"\0file\0")
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    else:
+        for ex in examples:
+            h.update(json.dumps([ex.id, ex.question, ex.context, [[a.text, a.start] for a in ex.answers],
+                                 ex.is_impossible], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def _write_store_once(arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path) -> None:
+    """Write into a temp folder, then rename it to `folder`; if another process got there first, keep theirs.
+
+    Unlike mrc.io.atomic_dir this never replaces a finished store, which another rank may have open.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
+        meta = dict(meta, arrays=sorted(arrays), store_format=STORE_FORMAT)
+        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_arrays(examples: Sequence[Example], tokenizer, specials: SpecialTokens, config: WindowConfig, *,
+                 labels: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The pure feature builder: Examples -> store arrays and metadata (one path for train and eval)."""
+    if not examples:
+        raise MRCError("no questions to build windows from: the input files hold no (kept) questions")
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    id_dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+    example_paragraph, paragraph_texts = _group_paragraphs(examples)
+    context_ids, context_offsets, paragraph_base = _tokenize_paragraphs(tokenizer, paragraph_texts, id_dtype)
+    question_ids, question_base = _tokenize_questions(tokenizer, [ex.question for ex in examples],
+                                                      config.max_query_length, id_dtype)
+    para_len = np.diff(paragraph_base)[example_paragraph]  # [E] N per example
+    query_len = np.diff(question_base).astype(np.int64)  # [E] Q
+    table = _window_geometry(para_len, query_len, config)
+    table["paragraph_index"] = example_paragraph[table["example_index"]]
+    table["query_length"] = query_len[table["example_index"]]
+    table["max_context_start"], table["max_context_end"] = _max_context(table, para_len, query_len, config)
+    if labels:
+        answer_tokens = _answer_token_spans(examples, example_paragraph, paragraph_base, context_offsets)
+        table["start_position"], table["end_position"] = _window_labels(table, answer_tokens)
+    else:
+        table["start_position"] = np.full(len(table["example_index"]), -1)
+        table["end_position"] = np.full(len(table["example_index"]), -1)
+    text_bytes = [t.encode("utf-8") for t in paragraph_texts]
+    arrays = {name: np.asarray(table[name], dtype=np.int32) for name in WINDOW_FIELDS}
+    arrays.update(
+        example_paragraph=example_paragraph.astype(np.int32),
+        paragraph_token_base=paragraph_base,
+        context_ids=context_ids,
+        context_offsets=context_offsets,
+        question_token_base=question_base,
+        question_ids=question_ids,
+        paragraph_text_bytes=np.frombuffer(b"".join(text_bytes), dtype=np.uint8),
+        paragraph_text_base=np.concatenate([[0], np.cumsum([len(b) for b in text_bytes])]).astype(np.int64),
+    )
+    meta = {"config": dataclasses.asdict(config), "has_labels": labels, "example_ids": [ex.id for ex in examples],
+            "specials": dataclasses.asdict(specials), "vocab_size": vocab_size}
+    return arrays, meta
+
+
+def _group_paragraphs(examples: Sequence[Example]) -> tuple[np.ndarray, list[str]]:
+    """Consecutive examples with the same context share a paragraph (tokenized once)."""
+    example_paragraph = np.empty(len(examples), dtype=np.int64)
+    texts: list[str] = []
+    for i, ex in enumerate(examples):
+        if not texts or ex.context != texts[-1]:
+            texts.append(ex.context)
+        example_paragraph[i] = len(texts) - 1
+    return example_paragraph, texts
+
+
+def _tokenize_paragraphs(tokenizer, texts: list[str], id_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All paragraphs in one batch call -> flat ids [T], char offsets [T, 2], CSR base [P+1]."""
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    total = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=id_dtype, count=total)
+    flat_offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings))
+    offsets = np.fromiter(flat_offsets, dtype=np.int32, count=2 * total).reshape(total, 2)
+    return ids, offsets, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _tokenize_questions(tokenizer, questions: list[str], max_query_length: int, id_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Question ids truncated to the first `max_query_length` tokens, flat [T] with CSR base [E+1]."""
+    encodings = tokenizer.encode_batch(questions, add_special_tokens=False)
+    kept = [e.ids[:max_query_length] for e in encodings]
+    lengths = np.fromiter((len(k) for k in kept), dtype=np.int64, count=len(kept))
+    ids = np.fromiter(itertools.chain.from_iterable(kept), dtype=id_dtype, count=int(lengths.sum()))
+    return ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _window_geometry(para_len: np.ndarray, query_len: np.ndarray, config: WindowConfig) -> dict[str, np.ndarray]:
+    """Windows per example, as legacy run_squad: starts 0, s, 2s, ... until a window reaches the paragraph end.
+
+    Window k exists when k == 0 or window k-1 ended before the paragraph did:
+    (k-1)*s + room < N, so an example has 1 + ceil((N - room) / s) windows when N > room.
+    An empty paragraph still gets one (empty) window, so every question gets a prediction.
+    """
+    room = config.max_seq_length - query_len - SPECIAL_PER_WINDOW  # [E] max context tokens per window
+    stride = config.doc_stride
+    count = 1 + np.maximum(0, -(-(para_len - room) // stride))  # [E] ceil division
+    example_index = np.repeat(np.arange(len(para_len)), count)  # [N]
+    first_window = np.concatenate([[0], np.cumsum(count)[:-1]])
+    k = np.arange(len(example_index)) - first_window[example_index]
+    token_start = k * stride
+    context_length = np.minimum(para_len[example_index] - token_start, room[example_index])
+    return {"example_index": example_index, "token_start": token_start, "context_length": context_length}
+
+
+def _max_context(table: dict[str, np.ndarray], para_len: np.ndarray, query_len: np.ndarray,
+                 config: WindowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Context-relative [lo, hi) of the tokens whose max-context window (BERT rule) is each window.
+
+    A single window owns all its tokens. Windows of one example depend only on (N, room), so each
+    distinct geometry is solved once.
+    """
+    n = len(table["example_index"])
+    lo = np.zeros(n, dtype=np.int64)
+    hi = table["context_length"].astype(np.int64).copy()
+    counts = np.bincount(table["example_index"], minlength=len(para_len))
+    first_window = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    room = config.max_seq_length - query_len - SPECIAL_PER_WINDOW
+    for e in np.flatnonzero(counts > 1):
+        glo, ghi = _max_context_geometry(int(para_len[e]), int(room[e]), config.doc_stride)
+        rows = slice(first_window[e], first_window[e] + counts[e])
+        lo[rows], hi[rows] = glo, ghi
+    return lo, hi
+
+
+@lru_cache(maxsize=4096)
+def _max_context_geometry(n_tokens: int, room: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) per window for a paragraph of `n_tokens` cut into windows of `room` every `stride`.
+
+    A token's max-context window maximises min(left, right) + 0.01 * length (computed in float64
+    exactly as BERT's `_check_is_max_context`), the earliest window winning ties. Why each window
+    owns one interval: window starts and ends are non-decreasing, and each score is a tent with
+    slopes +1/-1, so the score difference of an earlier and a later window is non-increasing in the
+    position: the earlier window wins a prefix of their common tokens, the later one a suffix;
+    an intersection of such prefixes/suffixes with the window's own span is an interval.
+    """
+    count = 1 + max(0, -(-(n_tokens - room) // stride))
+    starts = np.arange(count) * stride  # [W]
+    lengths = np.minimum(n_tokens - starts, room)  # [W]
+    pos = np.arange(n_tokens)  # [N]
+    left = pos[None, :] - starts[:, None]  # [W, N]
+    right = (starts + lengths - 1)[:, None] - pos[None, :]
+    score = np.minimum(left, right) + 0.01 * lengths[:, None]
+    score = np.where((left >= 0) & (right >= 0), score, -np.inf)
+    best = np.argmax(score, axis=0)  # [N] first maximum = earliest window on ties
+    lo = np.zeros(count, dtype=np.int64)
+    hi = np.zeros(count, dtype=np.int64)
+    for w in range(count):
+        owned = np.flatnonzero(best == w)
+        if len(owned):
+            assert owned[-1] - owned[0] + 1 == len(owned), "max-context tokens of a window must form one interval"
+            lo[w], hi[w] = owned[0] - starts[w], owned[-1] + 1 - starts[w]
+    return lo, hi
+
+
+def _answer_token_spans(examples: Sequence[Example], example_paragraph: np.ndarray, paragraph_base: np.ndarray,
+                        offsets: np.ndarray) -> np.ndarray:
+    """int64 [E, 2] paragraph token span (inclusive) of each example's first answer; (-1, -1) when none.
+
+    The span is the context tokens overlapping the answer's chars. Offsets are made globally
+    increasing (paragraph p's chars shifted by the lengths of the paragraphs before it) so one
+    searchsorted serves all examples.
+    """
+    n_examples = len(examples)
+    spans = np.full((n_examples, 2), -1, dtype=np.int64)
+    has = np.fromiter((bool(ex.answers) and not ex.is_impossible for ex in examples), dtype=bool, count=n_examples)
+    if not has.any():
+        return spans
+    para_chars = np.zeros(len(paragraph_base) - 1, dtype=np.int64)
+    _, first_example = np.unique(example_paragraph, return_index=True)
+    para_chars[example_paragraph[first_example]] = [len(examples[i].context) + 1 for i in first_example]
+    char_base = np.concatenate([[0], np.cumsum(para_chars)[:-1]])  # [P]
+    token_para = np.repeat(np.arange(len(para_chars)), np.diff(paragraph_base))
+    g_start = offsets[:, 0] + char_base[token_para]  # [T]
+    g_end = offsets[:, 1] + char_base[token_para]
+    idx = np.flatnonzero(has)
+    a_start = np.fromiter((examples[i].answers[0].start for i in idx), dtype=np.int64, count=len(idx))
+    a_end = np.fromiter((examples[i].answers[0].end for i in idx), dtype=np.int64, count=len(idx))
+    para = example_paragraph[idx]
+    shift = char_base[para]
+    first = np.searchsorted(g_end, a_start + shift, side="right")  # first token ending after the answer starts
+    last = np.searchsorted(g_start, a_end + shift, side="left") - 1  # last token starting before it ends
+    lo_tok, hi_tok = paragraph_base[para], paragraph_base[para + 1]
+    found = (first <= last) & (first < hi_tok) & (last >= lo_tok)
+    spans[idx[found], 0] = first[found] - lo_tok[found]
+    spans[idx[found], 1] = last[found] - lo_tok[found]
+    return spans
+
+
+def _window_labels(table: dict[str, np.ndarray], answer_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sequence positions of the answer in each window, (0, 0) = CLS when it is not wholly inside."""
+    tok = answer_tokens[table["example_index"]]  # [N, 2]
+    start, length, q = table["token_start"], table["context_length"], table["query_length"]
+    inside = (tok[:, 0] >= 0) & (tok[:, 0] >= start) & (tok[:, 1] < start + length)
+    first = q + 2  # sequence position of context token 0
+    return (np.where(inside, tok[:, 0] - start + first, 0), np.where(inside, tok[:, 1] - start + first, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inspection CLI
+
+
+@dataclass
+class InspectConfig:
+    model: str = field(help="model folder with vocab.txt + tokenizer_config.json (or tokenizer.json)")
+    dump: str | None = field(None, help="write one JSON line per window to this file")
+    cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or ./.cache/mrc)")
+    no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
+    data_format: str = field("auto", help="input format; auto detects it per file", choices=FORMATS)
+
+    def __post_init__(self):
+        if not Path(self.model).is_dir():
+            raise MRCError(f"--model {self.model}: folder not found; pass the model folder holding vocab.txt")
+
+
+def inspect_counts(store: WindowStore) -> dict[str, int]:
+    """Questions, windows, windows without the answer, tokens and padding saved versus max_seq_length."""
+    lengths = store.sequence_lengths().astype(np.int64)
+    padded = len(store) * store.config.max_seq_length
+    counts = {"questions": store.num_examples, "paragraphs": store.num_paragraphs, "windows": len(store),
+              "tokens": int(lengths.sum()), "padding_to_max_seq_length": int(padded - lengths.sum())}
+    if store.has_labels:
+        counts["windows_without_answer"] = int((np.asarray(store.windows.start_position) == 0).sum())
+    counts["store_bytes"] = store.nbytes()
+    counts["padded_int64_bytes"] = padded * 8 * 3  # input_ids, token_type_ids, attention_mask
+    return counts
+
+
+def dump_windows(store: WindowStore, path: Path, chunk: int = 512) -> None:
+    """One JSON object per window, in window order; labels only when the store has them."""
+    from mrc.batching import collate
+    from mrc.io import atomic_path
+
+    lengths = store.sequence_lengths()
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for lo in range(0, len(store), chunk):
+            idx = np.arange(lo, min(lo + chunk, len(store)))
+            batch = collate(store, idx, with_labels=store.has_labels)
+            ids, types = batch["input_ids"].numpy(), batch["token_type_ids"].numpy()
+            for row, w in enumerate(idx):
+                n = int(lengths[w])
+                rec = {"window_index": int(w), "example_id": store.example_ids[store.windows.example_index[w]],
+                       "input_ids": ids[row, :n].tolist(), "token_type_ids": types[row, :n].tolist()}
+                if store.has_labels:
+                    rec["start_position"] = int(store.windows.start_position[w])
+                    rec["end_position"] = int(store.windows.end_position[w])
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def _print_counts(store: WindowStore, counts: dict[str, int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if store.read_stats:
+        console.print(store.read_stats.summary())
+    table = Table(title="windows", show_header=False, title_justify="left")
+    table.add_column("what", style="cyan")
+    table.add_column("count", justify="right")
+    padded = counts["tokens"] + counts["padding_to_max_seq_length"]
+    for name, value in counts.items():
+        note = ""
+        if name == "padding_to_max_seq_length":
+            note = f"  (saved: {value / max(padded, 1):.1%} of {padded:,} padded positions)"
+        if name == "windows_without_answer":
+            note = f"  ({value / max(counts['windows'], 1):.1%} of windows)"
+        table.add_row(name.replace("_", " "), f"{value:,}{note}")
+    console.print(table)
+    console.print(f"store: {store.folder or 'in memory (--no_cache)'}")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mrc.features", description=
+                                     "Build (or reuse) the window store of data files and print what it holds.")
+    parser.add_argument("data", nargs="+", help="KorQuAD/SQuAD/KLUE JSON or JSON Lines files")
+    add_dataclass_args(parser, InspectConfig)
+    add_dataclass_args(parser.add_argument_group("windows"), WindowConfig)
+    args = parser.parse_args(argv)
+    cfg, wcfg = from_args(InspectConfig, args), from_args(WindowConfig, args)
+    examples, stats = read_examples(args.data, data_format=cfg.data_format)
+    has_labels = any(ex.is_labelled for ex in examples)
+    store = build_store(args.data, cfg.model, wcfg, labels=has_labels, cache_dir=cfg.cache_dir,
+                        use_cache=not cfg.no_cache, data_format=cfg.data_format)
+    store.read_stats = store.read_stats or stats
+    _print_counts(store, inspect_counts(store))
+    if cfg.dump:
+        dump_windows(store, Path(cfg.dump))
+        print(f"wrote {len(store):,} windows to {cfg.dump}")
+
+
+if __name__ == "__main__":
+    main()
