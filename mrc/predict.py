@@ -1,0 +1,450 @@
+"""Batch prediction over JSON files, and a one-question debug mode.
+
+`run(cfg)` reads every input first (an unreadable file stops the run before the model loads and
+before anything is written), refuses to replace existing outputs without `--overwrite`, then for
+each input builds the window store, runs the windows across the ranks of the job
+(`mrc.inference`) and streams `<name>.predictions.json` and `<name>.nbest.json` out on rank 0,
+one chunk of examples at a time, so neither logits nor n-best lists of a huge input are ever
+all in memory. Items that cannot be predicted (empty question or context, nothing left after
+tokenization, an answer the reader could not place) go to `errors.jsonl`; the rest are predicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from mrc import dist
+from mrc.config import field, print_config
+from mrc.data import Example, ReadStats, read_examples
+from mrc.errors import MRCError
+from mrc.inference import iter_predictions
+from mrc.io import atomic_path
+
+DEVICES = ("auto", "cpu", "cuda")
+INPUT_SUFFIXES = (".json", ".jsonl", ".ndjson")
+ERRORS_FILE = "errors.jsonl"
+NBEST_KEYS = ("text", "probability", "start_logit", "end_logit")
+
+console = Console(stderr=True)
+
+
+@dataclass
+class PredictConfig:
+    """What `predict.py` predicts, with which settings, and where the answers go."""
+
+    model: Path = field(help="model folder: config.json, weights and tokenizer files (a folder train.py saved)")
+    input: list[Path] = field(default_factory=list, help="input files: KorQuAD/SQuAD or KLUE MRC JSON, or JSON "
+                              "Lines; answers are optional")
+    output: Path | None = field(None, "output folder for <name>.predictions.json, <name>.nbest.json, errors.jsonl")
+    question: str | None = field(None, "debug mode: predict this one question (needs --context; no files written)")
+    context: str | None = field(None, "debug mode: the passage --question is asked about")
+    batch_size: int = field(64, "windows per forward pass (sorted by length, so padding stays small)")
+    max_seq_length: int = field(512, "tokens per window: [CLS] question [SEP] context [SEP]")
+    doc_stride: int = field(128, "tokens between the starts of consecutive windows of a long context")
+    max_query_length: int = field(64, "question tokens kept; longer questions are truncated")
+    n_best_size: int = field(20, "answers kept per question in the n-best file")
+    max_answer_length: int = field(30, "longest answer in tokens")
+    fp16: bool = field(False, "run the model under float16 autocast (GPU)")
+    bf16: bool = field(False, "run the model under bfloat16 autocast")
+    int8: bool = field(False, "CPU only: dynamic int8 quantization of the encoder's Linear layers (faster, "
+                       "slightly different answers)")
+    device: str = field("auto", "where the model runs: auto (cuda when present), cpu or cuda", choices=DEVICES)
+    save_logits: bool = field(False, "also write every window's start/end logits to <name>.logits.npz (ensembling)")
+    overwrite: bool = field(False, "replace existing output files")
+    eval: bool = field(False, "print EM/F1 (official KorQuAD v1.0 metric) for inputs that carry answers")
+    cache_dir: Path | None = field(None, "window store cache folder (default: $MRC_CACHE, else ./.cache/mrc; "
+                                   "shared with train.py)")
+
+    def __post_init__(self) -> None:
+        self.model = Path(self.model)
+        self.input = [Path(p) for p in self.input]
+        self.output = Path(self.output) if self.output is not None else None
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else None
+        if (self.question is None) != (self.context is None):
+            raise MRCError("debug mode needs both --question and --context")
+        if self.debug:
+            if self.input:
+                raise MRCError("give either --input files or --question/--context (debug mode), not both")
+            if self.save_logits or self.eval:
+                raise MRCError("--save_logits and --eval apply to --input files, not to debug mode; drop them")
+        else:
+            if not self.input:
+                raise MRCError("nothing to predict: pass --input FILE [FILE ...] and --output DIR, or "
+                               "--question and --context")
+            if self.output is None:
+                raise MRCError("--output DIR is needed with --input (the folder receives the prediction files)")
+            input_names(self.input)
+        for name in ("batch_size", "max_seq_length", "doc_stride", "max_query_length", "n_best_size",
+                     "max_answer_length"):
+            if getattr(self, name) < 1:
+                raise MRCError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.fp16 and self.bf16:
+            raise MRCError("--fp16 and --bf16 exclude each other; pick one")
+        if self.int8 and (self.fp16 or self.bf16):
+            raise MRCError("--int8 runs the quantized model in float32; drop --fp16/--bf16")
+        if self.int8 and self.device == "cuda":
+            raise MRCError("--int8 is a CPU mode; on a GPU use --fp16 or --bf16 instead")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise MRCError("--device cuda but no CUDA device is visible; use --device cpu (or auto)")
+
+    @property
+    def debug(self) -> bool:
+        return self.question is not None
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.float16 if self.fp16 else torch.bfloat16 if self.bf16 else None
+
+    @property
+    def no_cuda(self) -> bool:
+        return self.device == "cpu" or self.int8
+
+    def window_config(self):
+        from mrc.features import WindowConfig
+
+        return WindowConfig(max_seq_length=self.max_seq_length, doc_stride=self.doc_stride,
+                            max_query_length=self.max_query_length)
+
+
+def input_name(path: Path) -> str:
+    """`dev.json` -> `dev`: the prefix of the input's output files."""
+    return path.stem if path.suffix.lower() in INPUT_SUFFIXES else path.name
+
+
+def input_names(paths: list[Path]) -> list[str]:
+    """Output prefixes of the inputs; two inputs may not write the same files."""
+    names = [input_name(p) for p in paths]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise MRCError(f"--input {paths[names.index(name)]} and {paths[i]} would both write {name}.*.json; "
+                           f"rename one of them")
+    return names
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """One input file and the files it produces."""
+
+    path: Path
+    predictions: Path
+    nbest: Path
+    logits: Path | None
+
+
+def plan_outputs(cfg: PredictConfig) -> list[InputPlan]:
+    return [InputPlan(path=p, predictions=cfg.output / f"{name}.predictions.json",
+                      nbest=cfg.output / f"{name}.nbest.json",
+                      logits=cfg.output / f"{name}.logits.npz" if cfg.save_logits else None)
+            for p, name in zip(cfg.input, input_names(cfg.input))]
+
+
+def check_outputs_free(plans: list[InputPlan], errors_path: Path, overwrite: bool) -> None:
+    """Refuse before any work when an output exists and --overwrite was not given."""
+    if overwrite:
+        return
+    paths = [errors_path] + [p for plan in plans for p in (plan.predictions, plan.nbest, plan.logits) if p]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        raise MRCError(f"output files already exist: {', '.join(existing)}; pass --overwrite to replace them "
+                       f"or choose another --output")
+
+
+# ---------------------------------------------------------------------------------------------
+# Items that cannot be predicted
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One line of errors.jsonl."""
+
+    id: str | None          # None when the reader dropped the item before it had an Example
+    file: str
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "file": self.file, "reason": self.reason}, ensure_ascii=False)
+
+
+def item_problem(example: Example) -> str | None:
+    """Why this item cannot be predicted at all, or None."""
+    if not example.question.strip():
+        return "empty question"
+    if not example.context.strip():
+        return "empty context"
+    return None
+
+
+def split_predictable(examples: list[Example], path: Path) -> tuple[list[Example], list[ItemError]]:
+    good, bad = [], []
+    for ex in examples:
+        problem = item_problem(ex)
+        if problem is None:
+            good.append(ex)
+        else:
+            bad.append(ItemError(ex.id, str(path), problem))
+    return good, bad
+
+
+def reader_drops(stats: ReadStats, path: Path) -> list[ItemError]:
+    """Questions the reader skipped (answer text not in the context): counted as errors, not lost silently."""
+    return [ItemError(None, str(path), where) for where in stats.skipped_where]
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming JSON output
+
+
+class JsonObjectStream:
+    """Writes a JSON object key by key: the same text `json.dumps(obj, indent=2)` gives for the whole."""
+
+    def __init__(self, fh: IO[str]):
+        self.fh = fh
+        self.count = 0
+
+    def add(self, key: str, value) -> None:
+        # json.dumps of a one-key object, minus its braces: the member exactly as it appears nested.
+        member = json.dumps({key: value}, ensure_ascii=False, indent=2)[2:-2]
+        self.fh.write(("{\n" if self.count == 0 else ",\n") + member)
+        self.count += 1
+
+    def close(self) -> None:
+        self.fh.write("\n}\n" if self.count else "{}\n")
+
+
+@contextlib.contextmanager
+def prediction_streams(plan: InputPlan, overwrite: bool) -> Iterator[tuple[JsonObjectStream, JsonObjectStream]]:
+    """Predictions and n-best streams into temp files, renamed onto their names only on success."""
+    with atomic_path(plan.predictions, overwrite=overwrite) as pred_tmp, \
+            atomic_path(plan.nbest, overwrite=overwrite) as nbest_tmp, \
+            open(pred_tmp, "w", encoding="utf-8") as pred_fh, open(nbest_tmp, "w", encoding="utf-8") as nbest_fh:
+        predictions, nbest = JsonObjectStream(pred_fh), JsonObjectStream(nbest_fh)
+        yield predictions, nbest
+        predictions.close()
+        nbest.close()
+
+
+def write_errors(path: Path, errors: list[ItemError], overwrite: bool) -> None:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text("".join(e.to_json() + "\n" for e in errors), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of the encoder's Linear layers (CPU): weights int8 once, activations
+    quantized per batch. The QA head stays float32: it is tiny and its logits decide the answer.
+
+    `torch.ao.quantization.quantize_dynamic` is deprecated in favour of the separate torchao package
+    but still works; we keep it rather than add a runtime dependency, and silence its notices.
+    """
+    try:
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    except ImportError:
+        raise MRCError(f"--int8 needs torch.ao.quantization, which torch {torch.__version__} no longer has; "
+                       "drop --int8") from None
+    spec = {name: default_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and name != "qa_outputs"}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
+        return quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8)
+
+
+def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext) -> nn.Module:
+    from mrc.checkpoint import load_model
+
+    model, _ = load_model(cfg.model, report=console.print if ctx.is_main else None)
+    model.eval()
+    if cfg.int8:
+        model = quantize_int8(model)
+    return model.to(ctx.device)
+
+
+def build_store(examples: list[Example], cfg: PredictConfig, ctx: dist.DistContext, *, use_cache: bool = True):
+    """The window store of `examples`; rank 0 builds it into the cache first, the others then open it."""
+    from mrc.features import build_store as build
+
+    def build_here():
+        return build(examples, cfg.model, cfg.window_config(), labels=False, cache_dir=cache_dir, use_cache=use_cache)
+
+    cache_dir = cfg.cache_dir
+    store = build_here() if ctx.is_main else None
+    dist.barrier(ctx)
+    return store if ctx.is_main else build_here()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch mode
+
+
+@dataclass
+class FileResult:
+    path: Path
+    read: int
+    predicted: int
+    errors: list[ItemError]
+    scores: dict[str, float] | None = None   # exact_match, f1 with --eval
+
+
+def read_inputs(paths: list[Path]) -> list[tuple[list[Example], ReadStats]]:
+    """Every input read and checked before any model work; the first unreadable file stops the run."""
+    return [read_examples([p]) for p in paths]
+
+
+def windowless(examples: list[Example], store, path: Path) -> list[ItemError]:
+    """Examples the store holds no window for (nothing left after tokenization)."""
+    in_store = set(store.example_ids)
+    return [ItemError(ex.id, str(path), "no tokens left in the question or context after tokenization")
+            for ex in examples if ex.id not in in_store]
+
+
+def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, model: nn.Module,
+                 cfg: PredictConfig, ctx: dist.DistContext) -> FileResult:
+    """Predict one input; rank 0 streams its output files (every rank must call this)."""
+    predictable, errors = split_predictable(examples, plan.path)
+    errors = reader_drops(stats, plan.path) + errors
+    answers: dict[str, str] = {}
+    if predictable:
+        store = build_store(predictable, cfg, ctx)
+        errors += windowless(predictable, store, plan.path)
+        chunks = iter_predictions(model, store, ctx, batch_size=cfg.batch_size, autocast_dtype=cfg.autocast_dtype,
+                                  n_best_size=cfg.n_best_size, max_answer_length=cfg.max_answer_length,
+                                  logits_path=plan.logits)
+        if ctx.is_main:
+            answers, spanless = write_prediction_files(chunks, plan, cfg.overwrite)
+            errors += spanless
+        else:
+            for _ in chunks:    # this rank's share of every chunk; rank 0 writes
+                pass
+    elif ctx.is_main:
+        write_prediction_files(iter(()), plan, cfg.overwrite)
+    result = FileResult(plan.path, read=stats.questions, predicted=len(answers), errors=errors)
+    if cfg.eval and ctx.is_main:
+        result.scores = score_answers(examples, answers, plan.path)
+    return result
+
+
+def write_prediction_files(chunks: Iterator[list], plan: InputPlan, overwrite: bool
+                           ) -> tuple[dict[str, str], list[ItemError]]:
+    """Stream the predictions of every chunk out; returns id -> answer and the items with no span at all."""
+    answers: dict[str, str] = {}
+    spanless: list[ItemError] = []
+    with prediction_streams(plan, overwrite) as (predictions, nbest):
+        for chunk in chunks:
+            for p in chunk:
+                if not p.nbest:
+                    spanless.append(ItemError(p.example_id, str(plan.path),
+                                              "no answer span: no context tokens left after tokenization"))
+                    continue
+                predictions.add(p.example_id, p.text)
+                nbest.add(p.example_id, [{k: entry[k] for k in NBEST_KEYS} for entry in p.nbest])
+                answers[p.example_id] = p.text
+    return answers, spanless
+
+
+def score_answers(examples: list[Example], answers: dict[str, str], path: Path) -> dict[str, float] | None:
+    """Official KorQuAD v1.0 EM/F1 over the questions of the file that have answers (None if none do)."""
+    from mrc.metrics import evaluate
+
+    gold = {ex.id: [a.text for a in ex.answers] for ex in examples if ex.answers}
+    if not gold:
+        console.print(f"[yellow]--eval: {path} carries no answers; nothing to score[/]")
+        return None
+    return evaluate(gold, {qid: answers.get(qid, "") for qid in gold})
+
+
+def print_counts(results: list[FileResult]) -> None:
+    table = Table(title="predictions", title_justify="left")
+    for name in ("file", "read", "predicted", "errors"):
+        table.add_column(name, justify="left" if name == "file" else "right")
+    with_scores = any(r.scores for r in results)
+    if with_scores:
+        table.add_column("EM", justify="right")
+        table.add_column("F1", justify="right")
+    for r in results:
+        row = [str(r.path), f"{r.read:,}", f"{r.predicted:,}", f"{len(r.errors):,}"]
+        if with_scores:
+            row += [f"{r.scores['exact_match']:.2f}", f"{r.scores['f1']:.2f}"] if r.scores else ["-", "-"]
+        table.add_row(*row)
+    console.print(table)
+    read = sum(r.read for r in results)
+    predicted = sum(r.predicted for r in results)
+    errors = sum(len(r.errors) for r in results)
+    console.print(f"read {read:,}, predicted {predicted:,}, errors {errors:,}")
+
+
+def run_files(cfg: PredictConfig, ctx: dist.DistContext) -> list[FileResult]:
+    plans = plan_outputs(cfg)
+    errors_path = cfg.output / ERRORS_FILE
+    check_outputs_free(plans, errors_path, cfg.overwrite)
+    inputs = read_inputs(cfg.input)
+    model = load_for_inference(cfg, ctx)
+    results = [predict_file(plan, examples, stats, model, cfg, ctx)
+               for plan, (examples, stats) in zip(plans, inputs)]
+    if ctx.is_main:
+        all_errors = [e for r in results for e in r.errors]
+        write_errors(errors_path, all_errors, cfg.overwrite)
+        print_counts(results)
+        if all_errors:
+            console.print(f"unpredicted items and why: {errors_path}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Debug mode
+
+
+def run_debug(cfg: PredictConfig, ctx: dist.DistContext):
+    """One question: print the answer, its score and the n-best; returns the Prediction (rank 0)."""
+    example = Example(id="question", question=cfg.question, context=cfg.context, answers=())
+    problem = item_problem(example)
+    if problem is not None:
+        raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
+    model = load_for_inference(cfg, ctx)
+    store = build_store([example], cfg, ctx, use_cache=False)
+    predictions = [p for chunk in iter_predictions(model, store, ctx, batch_size=cfg.batch_size,
+                                                   autocast_dtype=cfg.autocast_dtype, n_best_size=cfg.n_best_size,
+                                                   max_answer_length=cfg.max_answer_length)
+                   for p in chunk]
+    if not ctx.is_main:
+        return None
+    prediction = predictions[0]
+    print_debug(prediction)
+    return prediction
+
+
+def print_debug(prediction) -> None:
+    out = Console()
+    out.print(f"[bold]answer:[/] {prediction.text or '(no answer)'}")
+    out.print(f"[bold]score:[/] {prediction.score:.4f}  (start logit + end logit)")
+    table = Table(title="n-best", title_justify="left")
+    for name in ("#", "text", "probability", "start_logit", "end_logit", "chars"):
+        table.add_column(name, justify="left" if name == "text" else "right")
+    for rank, entry in enumerate(prediction.nbest, start=1):
+        table.add_row(str(rank), entry["text"], f"{entry['probability']:.4f}", f"{entry['start_logit']:.3f}",
+                      f"{entry['end_logit']:.3f}", f"{entry['char_start']}-{entry['char_end']}")
+    out.print(table)
+
+
+def run(cfg: PredictConfig):
+    """Batch mode (list of FileResult) or debug mode (the Prediction); None on non-main ranks in debug mode."""
+    ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
+    try:
+        if ctx.is_main:
+            print_config(cfg, title="predict")
+            console.print(f"device {ctx.device}, {ctx.world_size} process(es)")
+        return run_debug(cfg, ctx) if cfg.debug else run_files(cfg, ctx)
+    finally:
+        dist.destroy(ctx)
