@@ -19,9 +19,10 @@ T = TypeVar("T")
 
 
 def field(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING,
-          flags: tuple[str, ...] = (), nargs: str | None = None, choices: tuple | None = None) -> Any:
-    """A dataclass field with its CLI documentation attached."""
-    meta = {"help": help, "flags": flags, "nargs": nargs, "choices": choices}
+          flags: tuple[str, ...] = (), nargs: str | None = None, choices: tuple | None = None,
+          positional: bool = False) -> Any:
+    """A dataclass field with its CLI documentation attached (positional: a bare CLI argument, no --flag)."""
+    meta = {"help": help, "flags": flags, "nargs": nargs, "choices": choices, "positional": positional}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -51,6 +52,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         help_text = meta.get("help", "")
+        if meta.get("positional"):
+            parser.add_argument(f.name, type=tp, help=help_text, **({"nargs": meta["nargs"]} if meta.get("nargs") else {}))
+            continue
         if tp is bool and not is_list:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=help_text)
