@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mrc import dist
-from mrc.batching import collate, shard_for_eval
+from mrc.batching import collate
 
 # Windows per decode chunk: 4,096 windows of 512 positions are 16 MiB of float32 logits.
 DEFAULT_CHUNK_WINDOWS = 4096
@@ -41,39 +41,68 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Positions into `lengths`, longest first (stable on ties), cut into batches of `batch_size`.
+
+    Longest first, so a batch size too large for the device fails on the first batch.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[first:first + batch_size] for first in range(0, len(order), batch_size)]
+
+
+def batches_logits(model: nn.Module, store, batches: list[np.ndarray], *, device: torch.device,
+                   autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the windows of `batches` (window indices, one array per forward pass), float32
+    `[n, T]` on `device`, rows in the order of the concatenated batches.
+
+    T is the longest sequence among the windows; a row's positions past its own sequence length
+    hold -inf (collate pads each batch to a multiple of 8, and those positions, like a shorter
+    window's padding, must never look like a candidate).
+    """
+    windows = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)   # [n]
+    lengths = np.asarray(store.sequence_lengths())[windows].astype(np.int64)          # [n]
+    width = int(lengths.max()) if len(windows) else 0
+    start = torch.full((len(windows), width), float("-inf"), dtype=torch.float32, device=device)
+    end = torch.full((len(windows), width), float("-inf"), dtype=torch.float32, device=device)
+    model = dist.unwrap_model(model)
+    first = 0
+    with _eval_mode(model), torch.inference_mode(), _autocast(device, autocast_dtype):
+        for batch_windows in batches:
+            batch = collate(store, batch_windows, with_labels=False)
+            batch_start, batch_end = model(batch["input_ids"].to(device, non_blocking=True),
+                                           batch["token_type_ids"].to(device, non_blocking=True),
+                                           batch["attention_mask"].to(device, non_blocking=True))  # [B, T_b]
+            used = min(batch_start.shape[1], width)
+            rows = slice(first, first + len(batch_windows))
+            start[rows, :used] = batch_start[:, :used].float()
+            end[rows, :used] = batch_end[:, :used].float()
+            first += len(batch_windows)
+    past_end = torch.arange(width, device=device)[None, :] >= torch.from_numpy(lengths).to(device)[:, None]
+    start.masked_fill_(past_end, float("-inf"))
+    end.masked_fill_(past_end, float("-inf"))
+    return start, end
+
+
 def window_logits(model: nn.Module, store, window_indices: np.ndarray, *, batch_size: int,
                   device: torch.device, autocast_dtype: torch.dtype | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Start and end logits of `window_indices`, float32 `[n, T]` on `device`, rows in input order.
 
-    T is the longest sequence among the windows; a row's positions past its own sequence length
-    hold -inf. Batches are formed longest first, so an out-of-memory batch size fails at once.
+    Internally length-sorted batches, each padded only to its own longest window. T is the longest
+    sequence among the windows; a row's positions past its own sequence length hold -inf.
     """
     window_indices = np.asarray(window_indices, dtype=np.int64)
-    lengths = np.asarray(store.sequence_lengths())[window_indices]          # [n]
-    n = len(window_indices)
-    width = int(lengths.max()) if n else 0
-    start = torch.full((n, width), float("-inf"), dtype=torch.float32, device=device)
-    end = torch.full((n, width), float("-inf"), dtype=torch.float32, device=device)
-    order = np.argsort(-lengths, kind="stable")
-    model = dist.unwrap_model(model)
-    with _eval_mode(model), torch.inference_mode(), _autocast(device, autocast_dtype):
-        for first in range(0, n, batch_size):
-            rows = order[first:first + batch_size]
-            batch = collate(store, window_indices[rows], with_labels=False)
-            batch_start, batch_end = model(batch["input_ids"].to(device, non_blocking=True),
-                                           batch["token_type_ids"].to(device, non_blocking=True),
-                                           batch["attention_mask"].to(device, non_blocking=True))  # [B, T_b]
-            used = min(batch_start.shape[1], width)
-            rows_t = torch.from_numpy(rows).to(device)
-            start[rows_t, :used] = batch_start[:, :used].float()
-            end[rows_t, :used] = batch_end[:, :used].float()
-    # Collate pads each batch to a multiple of 8; those positions (and any shorter window's
-    # padding) must never look like a candidate.
-    past_end = torch.arange(width, device=device)[None, :] >= torch.from_numpy(lengths).to(device)[:, None]
-    start.masked_fill_(past_end, float("-inf"))
-    end.masked_fill_(past_end, float("-inf"))
-    return start, end
+    lengths = np.asarray(store.sequence_lengths())[window_indices]
+    batches = length_sorted_batches(lengths, batch_size)
+    start, end = batches_logits(model, store, [window_indices[b] for b in batches], device=device,
+                                autocast_dtype=autocast_dtype)
+    if not batches:
+        return start, end
+    rows = torch.from_numpy(np.concatenate(batches)).to(device)   # input row of each computed row
+    in_order_start, in_order_end = torch.empty_like(start), torch.empty_like(end)
+    in_order_start[rows] = start
+    in_order_end[rows] = end
+    return in_order_start, in_order_end
 
 
 def example_chunks(example_index: np.ndarray, chunk_windows: int) -> list[tuple[int, int]]:
@@ -110,16 +139,19 @@ class ChunkLogits:
         return np.arange(self.lo, self.hi, dtype=np.int64)
 
 
-def _merge_rank_parts(lo: int, hi: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      device: torch.device) -> ChunkLogits:
-    """Put each rank's rows back at their window positions, padding narrower parts with -inf."""
+def _merge_rank_parts(lo: int, hi: int, parts: list, device: torch.device) -> ChunkLogits:
+    """Put each rank's rows (window indices, start, end) back at their window positions.
+
+    Narrower parts are padded with -inf to the widest one.
+    """
     width = max(part_start.shape[1] for _, part_start, _ in parts)
-    start = np.full((hi - lo, width), -np.inf, dtype=np.float32)
-    end = np.full((hi - lo, width), -np.inf, dtype=np.float32)
-    for indices, part_start, part_end in parts:
-        start[indices - lo, :part_start.shape[1]] = part_start
-        end[indices - lo, :part_end.shape[1]] = part_end
-    return ChunkLogits(lo, hi, torch.from_numpy(start).to(device), torch.from_numpy(end).to(device))
+    start = torch.full((hi - lo, width), float("-inf"), dtype=torch.float32, device=device)
+    end = torch.full((hi - lo, width), float("-inf"), dtype=torch.float32, device=device)
+    for windows, part_start, part_end in parts:
+        rows = torch.from_numpy(windows - lo).to(device)
+        start[rows, :part_start.shape[1]] = torch.as_tensor(part_start, device=device)
+        end[rows, :part_end.shape[1]] = torch.as_tensor(part_end, device=device)
+    return ChunkLogits(lo, hi, start, end)
 
 
 def iter_chunk_logits(model: nn.Module, store, ctx: dist.DistContext, *, batch_size: int,
@@ -127,18 +159,20 @@ def iter_chunk_logits(model: nn.Module, store, ctx: dist.DistContext, *, batch_s
                       chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Iterator[ChunkLogits | None]:
     """Logits of the whole store, one chunk of whole examples at a time.
 
-    Every rank runs its `shard_for_eval` share of each chunk exactly once; rank 0 receives the
-    merged chunk, the other ranks None. Every rank must consume the whole iterator (each chunk
-    ends in a collective).
+    Each chunk is cut into length-sorted batches the same way whatever the world size, and rank r
+    runs batches r, r + world, ... (every window exactly once; ranks get similar lengths). Since a
+    window always meets the same batch-mates and padding, 1 process and N processes compute the
+    same logits. Rank 0 receives the merged chunk, the other ranks None; every rank must consume
+    the whole iterator (each chunk ends in a collective).
     """
+    lengths = np.asarray(store.sequence_lengths())
     for lo, hi in example_chunks(np.asarray(store.windows.example_index), chunk_windows):
-        mine = lo + shard_for_eval(hi - lo, ctx.rank, ctx.world_size).astype(np.int64)
-        start, end = window_logits(model, store, mine, batch_size=batch_size, device=ctx.device,
-                                   autocast_dtype=autocast_dtype)
-        if not ctx.is_distributed:
-            yield ChunkLogits(lo, hi, start, end)
-            continue
-        parts = dist.gather_to_main((mine, start.cpu().numpy(), end.cpu().numpy()), ctx)
+        batches = [lo + b for b in length_sorted_batches(lengths[lo:hi], batch_size)]
+        mine = batches[ctx.rank::ctx.world_size]
+        start, end = batches_logits(model, store, mine, device=ctx.device, autocast_dtype=autocast_dtype)
+        mine_windows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+        parts = dist.gather_to_main((mine_windows, start.cpu().numpy(), end.cpu().numpy()), ctx) \
+            if ctx.is_distributed else [(mine_windows, start, end)]
         yield _merge_rank_parts(lo, hi, parts, ctx.device) if ctx.is_main else None
 
 
