@@ -1,0 +1,93 @@
+"""The tokenizers-built WordPiece must give the same ids as transformers' AutoTokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrc.data import read_examples
+from mrc.errors import MRCError
+from mrc.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint
+
+transformers = pytest.importorskip("transformers")
+
+TOY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "café", "hello", "##s", "world", "漢", "字", ".", ","]
+TOY_TEXTS = ["Café HELLOs, Wörld漢字.", "ｈｅｌｌｏ\x07 cafés [SEP] world", "漢字漢 hello\u00a0world"]
+
+
+def _ids(tok, texts):
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+@pytest.fixture(scope="module")
+def hf_koelectra(koelectra_folder):
+    return transformers.AutoTokenizer.from_pretrained(str(koelectra_folder))
+
+
+def test_ids_equal_autotokenizer_on_every_korquad_dev_text(korquad_dev, koelectra_folder, hf_koelectra):
+    examples, _ = read_examples(korquad_dev)
+    texts = sorted({ex.context for ex in examples}) + [ex.question for ex in examples]
+    texts += [a.text for ex in examples for a in ex.answers]
+    ours = _ids(load_tokenizer(koelectra_folder), texts)
+    theirs = hf_koelectra(texts, add_special_tokens=False)["input_ids"]
+    mismatched = [t for t, a, b in zip(texts, ours, theirs) if a != b]
+    assert not mismatched, f"{len(mismatched)} texts tokenize differently, first: {mismatched[0][:80]!r}"
+
+
+def test_koelectra_is_cased_and_keeps_hangul_whole(koelectra_folder, hf_koelectra):
+    tok = load_tokenizer(koelectra_folder)
+    texts = ["KorQuAD 한국어 café 漢字 ［전각］ zero\u200bwidth \x00ctrl [SEP] x" + "ㄱ" * 120]
+    assert _ids(tok, texts) == hf_koelectra(texts, add_special_tokens=False)["input_ids"]
+    assert tok.encode("Seoul", add_special_tokens=False).ids != tok.encode("seoul", add_special_tokens=False).ids
+    pair = tok.encode("질문", "문맥")
+    assert pair.ids == hf_koelectra("질문", "문맥")["input_ids"]
+    assert pair.type_ids == hf_koelectra("질문", "문맥")["token_type_ids"]
+
+
+def test_special_token_ids_come_from_the_vocab(koelectra_folder, hf_koelectra):
+    sp = special_tokens(koelectra_folder, load_tokenizer(koelectra_folder))
+    assert (sp.cls_id, sp.sep_id, sp.pad_id, sp.unk_id) == (hf_koelectra.cls_token_id, hf_koelectra.sep_token_id,
+                                                           hf_koelectra.pad_token_id, hf_koelectra.unk_token_id)
+
+
+@pytest.fixture
+def toy_folder(tmp_path) -> Path:
+    (tmp_path / "vocab.txt").write_text("\n".join(TOY_VOCAB) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_do_lower_case_switches_lowercasing_and_accent_stripping(toy_folder, lower):
+    config = {"do_lower_case": lower, "tokenizer_class": "BertTokenizer"}
+    (toy_folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    hf = transformers.AutoTokenizer.from_pretrained(str(toy_folder))
+    assert _ids(load_tokenizer(toy_folder), TOY_TEXTS) == hf(TOY_TEXTS, add_special_tokens=False)["input_ids"]
+
+
+def test_tokenizer_json_is_loaded_as_is(toy_folder, tmp_path_factory):
+    (toy_folder / "tokenizer_config.json").write_text('{"do_lower_case": true}', encoding="utf-8")
+    json_folder = tmp_path_factory.mktemp("json_tok")
+    load_tokenizer(toy_folder).save(str(json_folder / "tokenizer.json"))
+    # Only tokenizer.json describes this folder: lowercasing must come from it, not from defaults.
+    assert _ids(load_tokenizer(json_folder), TOY_TEXTS) == _ids(load_tokenizer(toy_folder), TOY_TEXTS)
+    assert tokenizer_fingerprint(json_folder) != tokenizer_fingerprint(toy_folder)
+
+
+def test_broken_model_folders_raise_actionable_errors(tmp_path, toy_folder):
+    with pytest.raises(MRCError, match="model folder not found"):
+        load_tokenizer(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MRCError, match="neither tokenizer.json nor vocab.txt"):
+        load_tokenizer(empty)
+    (toy_folder / "tokenizer_config.json").write_text('{"unk_token": "<unk>"}', encoding="utf-8")
+    with pytest.raises(MRCError, match="unknown token '<unk>' is missing"):
+        load_tokenizer(toy_folder)
+    (toy_folder / "tokenizer_config.json").write_text('{"cls_token": "<s>"}', encoding="utf-8")
+    with pytest.raises(MRCError, match="cls_token '<s>' is not in the vocabulary"):
+        special_tokens(toy_folder, load_tokenizer(toy_folder))
+    (toy_folder / "tokenizer_config.json").write_text('{"do_lower_case": tru', encoding="utf-8")
+    with pytest.raises(MRCError, match="tokenizer_config.json: not valid JSON"):
+        load_tokenizer(toy_folder)
