@@ -8,9 +8,9 @@ eager attention (the textbook formula), so the reference shares no kernel choice
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,11 +20,6 @@ from mrc.loss import qa_loss
 from mrc.model import ElectraForQA, ModelConfig
 
 transformers = pytest.importorskip("transformers")
-
-# Sequence lengths of the windows in the parity batch: all different, so every row but the
-# longest is padded.
-WINDOW_LENGTHS = (96, 83, 61, 40)
-
 
 def koelectra_2_layers(koelectra_folder: Path) -> dict:
     hf = json.loads((koelectra_folder / "config.json").read_text())
@@ -81,34 +76,22 @@ def save_hf(model, folder: Path, fmt: str) -> Path:
 
 @pytest.fixture(scope="module")
 def korquad_batch(korquad_dev: Path, koelectra_folder: Path) -> dict[str, torch.Tensor]:
-    """Real dev questions as [CLS] q [SEP] context [SEP] windows of WINDOW_LENGTHS tokens, padded to
-    a multiple of 8, with answer labels (CLS when the answer was cut off)."""
+    """Real dev windows built by mrc.features and padded by mrc.batching.collate: one full-length
+    window holding its answer and three shorter ones of different lengths (each padded)."""
+    from mrc.batching import collate
     from mrc.data import read_examples
-    from mrc.tokenizer import load_tokenizer
+    from mrc.features import WindowConfig, build_store
 
     examples, _ = read_examples(korquad_dev)
-    tok = load_tokenizer(koelectra_folder)
-    width = math.ceil(max(WINDOW_LENGTHS) / 8) * 8
-    batch = {k: torch.zeros(len(WINDOW_LENGTHS), width, dtype=torch.long)
-             for k in ("input_ids", "token_type_ids", "attention_mask")}
-    starts, ends = [], []
-    for row, (ex, length) in enumerate(zip(examples, WINDOW_LENGTHS)):
-        tok.enable_truncation(max_length=length, strategy="only_second")
-        enc = tok.encode(ex.question, ex.context)
-        assert len(enc.ids) == length, "the window must be cut to its length (contexts are long)"
-        batch["input_ids"][row, :length] = torch.tensor(enc.ids)
-        batch["token_type_ids"][row, :length] = torch.tensor(enc.type_ids)
-        batch["attention_mask"][row, :length] = 1
-        answer = ex.answers[0]
-        s = enc.char_to_token(answer.start, 1)
-        e = enc.char_to_token(answer.start + len(answer.text) - 1, 1)
-        starts.append(s if s is not None and e is not None else 0)
-        ends.append(e if s is not None and e is not None else 0)
-    tok.no_truncation()
-    batch["start_positions"] = torch.tensor(starts)
-    batch["end_positions"] = torch.tensor(ends)
-    assert batch["start_positions"].any(), "at least one real answer should be inside its window"
-    return batch
+    store = build_store(examples[:30], koelectra_folder, WindowConfig(max_seq_length=96, doc_stride=48,
+                                                                        max_query_length=24),
+                        labels=True, use_cache=False)
+    lengths = store.sequence_lengths()
+    answered = np.flatnonzero((store.windows.start_position > 0) & (lengths == lengths.max()))
+    _, first_of_length = np.unique(lengths, return_index=True)  # one window per distinct length, shortest first
+    chosen = [int(answered[0]), *first_of_length[:3].tolist()]
+    assert len(set(lengths[chosen].tolist())) == 4, "the batch must mix four different lengths"
+    return collate(store, chosen, with_labels=True)
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,7 +208,7 @@ def test_padding_does_not_change_the_logits_of_real_tokens(korquad_batch):
     model = ElectraForQA(ModelConfig(num_hidden_layers=2, hidden_size=64, embedding_size=32,
                                      num_attention_heads=4, intermediate_size=128)).eval()
     ids, types, mask = model_inputs(korquad_batch)
-    n = int(mask[-1].sum())  # the shortest window
+    n = int(mask[-1].sum())  # a padded window (shorter than the batch)
     with torch.no_grad():
         batched, _ = model(ids, types, mask)
         alone, _ = model(ids[-1:, :n], types[-1:, :n], mask[-1:, :n])
