@@ -54,6 +54,10 @@ class PredictConfig:
     max_query_length: int = field(64, "question tokens kept; longer questions are truncated")
     n_best_size: int = field(20, "answers kept per question in the n-best file")
     max_answer_length: int = field(30, "longest answer in tokens")
+    version_2_with_negative: bool = field(False, "inputs may be unanswerable (SQuAD v2, KLUE MRC): answer '' "
+                                          "when the [CLS] score beats the best span by the threshold")
+    null_score_diff_threshold: float = field(0.0, "with --version_2_with_negative: answer '' when null score - "
+                                             "best span score > this")
     fp16: bool = field(False, "run the model under float16 autocast (GPU)")
     bf16: bool = field(False, "run the model under bfloat16 autocast")
     int8: bool = field(False, "CPU only: dynamic int8 quantization of the encoder's Linear layers (faster, "
@@ -104,6 +108,10 @@ class PredictConfig:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.float16 if self.fp16 else torch.bfloat16 if self.bf16 else None
+
+    @property
+    def null_threshold(self) -> float | None:
+        return self.null_score_diff_threshold if self.version_2_with_negative else None
 
     @property
     def no_cuda(self) -> bool:
@@ -295,7 +303,7 @@ class FileResult:
     read: int
     predicted: int
     errors: list[ItemError]
-    scores: dict[str, float] | None = None   # exact_match, f1 with --eval
+    scores: object | None = None      # mrc.metrics.EvalResult with --eval
 
 
 def read_inputs(paths: list[Path]) -> list[tuple[list[Example], ReadStats]]:
@@ -321,7 +329,7 @@ def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, mod
         errors += windowless(predictable, store, plan.path)
         chunks = iter_predictions(model, store, ctx, batch_size=cfg.batch_size, autocast_dtype=cfg.autocast_dtype,
                                   n_best_size=cfg.n_best_size, max_answer_length=cfg.max_answer_length,
-                                  logits_path=plan.logits)
+                                  null_score_diff_threshold=cfg.null_threshold, logits_path=plan.logits)
         if ctx.is_main:
             answers, spanless = write_prediction_files(chunks, plan, cfg.overwrite)
             errors += spanless
@@ -354,15 +362,18 @@ def write_prediction_files(chunks: Iterator[list], plan: InputPlan, overwrite: b
     return answers, spanless
 
 
-def score_answers(examples: list[Example], answers: dict[str, str], path: Path) -> dict[str, float] | None:
-    """Official KorQuAD v1.0 EM/F1 over the questions of the file that have answers (None if none do)."""
+def score_answers(examples: list[Example], answers: dict[str, str], path: Path):
+    """Official KorQuAD v1.0 EM/F1 (`mrc.metrics.EvalResult`) over the file's labelled questions.
+
+    Items in errors.jsonl have no answer and score 0, as in the official script. None when the
+    file carries no answers.
+    """
     from mrc.metrics import evaluate
 
-    gold = {ex.id: [a.text for a in ex.answers] for ex in examples if ex.answers}
-    if not gold:
+    if not any(ex.is_labelled for ex in examples):
         console.print(f"[yellow]--eval: {path} carries no answers; nothing to score[/]")
         return None
-    return evaluate(gold, {qid: answers.get(qid, "") for qid in gold})
+    return evaluate(examples, answers)
 
 
 def print_counts(results: list[FileResult]) -> None:
@@ -376,7 +387,7 @@ def print_counts(results: list[FileResult]) -> None:
     for r in results:
         row = [str(r.path), f"{r.read:,}", f"{r.predicted:,}", f"{len(r.errors):,}"]
         if with_scores:
-            row += [f"{r.scores['exact_match']:.2f}", f"{r.scores['f1']:.2f}"] if r.scores else ["-", "-"]
+            row += [f"{r.scores.exact_match:.2f}", f"{r.scores.f1:.2f}"] if r.scores else ["-", "-"]
         table.add_row(*row)
     console.print(table)
     read = sum(r.read for r in results)
@@ -416,7 +427,8 @@ def run_debug(cfg: PredictConfig, ctx: dist.DistContext):
     store = build_store([example], cfg, ctx, use_cache=False)
     predictions = [p for chunk in iter_predictions(model, store, ctx, batch_size=cfg.batch_size,
                                                    autocast_dtype=cfg.autocast_dtype, n_best_size=cfg.n_best_size,
-                                                   max_answer_length=cfg.max_answer_length)
+                                                   max_answer_length=cfg.max_answer_length,
+                                                   null_score_diff_threshold=cfg.null_threshold)
                    for p in chunk]
     if not ctx.is_main:
         return None

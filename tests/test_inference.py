@@ -1,0 +1,116 @@
+"""mrc/inference.py: batched logits in the caller's order, chunked decoding, logits files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrc import dist
+from mrc.batching import collate
+from mrc.checkpoint import load_model, save_model
+from mrc.data import read_examples
+from mrc.decode import decode
+from mrc.features import WindowConfig, build_store
+from mrc.inference import example_chunks, predict_store, window_logits
+from mrc.logits import load_window_logits
+from mrc.model import ElectraForQA, ModelConfig
+
+CPU = dist.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+# Short windows so that long paragraphs make several windows per question.
+WINDOWS = WindowConfig(max_seq_length=128, doc_stride=48, max_query_length=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, koelectra_folder) -> Path:
+    """A 2-layer random model with the real KoELECTRA vocabulary, saved as a checkpoint folder."""
+    cfg = ModelConfig(vocab_size=35000, hidden_size=32, embedding_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    save_model(ElectraForQA(cfg), cfg, folder, tokenizer_folder=koelectra_folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return load_model(tiny_model, report=None)[0].eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread: on a busy shared machine, threads waiting for each other make tiny ops 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def store(tiny_model, korquad_train_subset):
+    """The first 40 questions (several windows each with these short windows), kept in memory."""
+    examples, _ = read_examples([korquad_train_subset])
+    return build_store(examples[:40], tiny_model, WINDOWS, labels=False, use_cache=False)
+
+
+def one_window_logits(model, store, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of window w run alone (no batch-mates, no padding): what a batch must reproduce."""
+    batch = collate(store, np.array([w]), with_labels=False, pad_to_multiple_of=1)
+    with torch.no_grad():
+        start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    return start[0], end[0]
+
+
+def test_window_logits_come_back_in_the_callers_order_and_match_unbatched_runs(model, store):
+    rng = np.random.default_rng(0)
+    windows = rng.permutation(len(store))[:23]          # mixed lengths, odd count: a short last batch
+    start, end = window_logits(model, store, windows, batch_size=4, device=torch.device("cpu"))
+    lengths = store.sequence_lengths()[windows]
+    assert start.shape == end.shape == (len(windows), lengths.max())
+    for row, w in enumerate(windows):
+        alone_start, alone_end = one_window_logits(model, store, int(w))
+        n = int(lengths[row])
+        torch.testing.assert_close(start[row, :n], alone_start, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(end[row, :n], alone_end, atol=1e-5, rtol=1e-5)
+        assert torch.isneginf(start[row, n:]).all() and torch.isneginf(end[row, n:]).all()
+
+
+def test_window_logits_leave_a_training_model_in_training_mode(model, store):
+    model.train()
+    try:
+        window_logits(model, store, np.arange(3), batch_size=2, device=torch.device("cpu"))
+        assert model.training, "train-time evaluation must not switch dropout off for the rest of training"
+    finally:
+        model.eval()
+
+
+def test_chunks_cover_every_window_once_and_never_split_an_example():
+    example_index = np.repeat(np.arange(6), [1, 3, 9, 1, 2, 2])   # example 2 alone exceeds the chunk size
+    chunks = example_chunks(example_index, chunk_windows=4)
+    covered = np.concatenate([np.arange(lo, hi) for lo, hi in chunks])
+    np.testing.assert_array_equal(covered, np.arange(len(example_index)))
+    for lo, hi in chunks:
+        assert lo == 0 or example_index[lo - 1] != example_index[lo]
+        assert hi == len(example_index) or example_index[hi - 1] != example_index[hi]
+    assert (4, 13) in chunks
+
+
+def test_small_chunks_give_the_same_predictions_as_one_chunk(model, store):
+    # Batches of one window: chunk borders then cannot change any window's batch-mates or padding.
+    settings = dict(batch_size=1, autocast_dtype=None, n_best_size=5, max_answer_length=30)
+    whole = predict_store(model, store, CPU, chunk_windows=len(store), **settings)
+    chunked = predict_store(model, store, CPU, chunk_windows=16, **settings)
+    assert len(whole) == store.num_examples
+    assert [(p.example_id, p.text, p.nbest) for p in chunked] == [(p.example_id, p.text, p.nbest) for p in whole]
+
+
+def test_saved_logits_decode_to_the_same_answers(model, store, tmp_path):
+    path = tmp_path / "logits.npz"
+    predictions = predict_store(model, store, CPU, batch_size=8, autocast_dtype=None, n_best_size=5,
+                                max_answer_length=30, logits_path=path, chunk_windows=40)
+    saved = load_window_logits(path)
+    start, end = saved.padded()
+    again = decode(start, end, saved, np.arange(len(saved)), n_best_size=5, max_answer_length=30)
+    assert [p.text for p in again] == [p.text for p in predictions]
