@@ -181,6 +181,24 @@ def test_two_torchrun_processes_write_the_same_files_as_one(tiny_model, korquad_
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
 
+def test_predictions_from_a_saved_checkpoint_equal_those_train_py_evaluation_wrote(tiny_model, korquad_train_subset,
+                                                                                   tmp_path):
+    trained = tmp_path / "trained"
+    settings = [*SMALL_WINDOWS, "--cache_dir", str(tmp_path / "cache")]
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--model_name_or_path", str(tiny_model),
+                           "--output_dir", str(trained), "--train_file", str(korquad_train_subset),
+                           "--predict_file", str(korquad_train_subset), "--do_train", "--do_eval", "--max_steps", "3",
+                           "--learning_rate", "1e-3", "--per_gpu_train_batch_size", "8",
+                           "--per_gpu_eval_batch_size", "8", "--save_steps", "0", "--logging_steps", "0", *settings],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cli.main(["--model", str(trained), "--input", str(korquad_train_subset), "--output", str(tmp_path / "out"),
+              "--batch_size", "8", *settings])
+    name = korquad_train_subset.stem
+    assert read_json(tmp_path / "out" / f"{name}.predictions.json") == read_json(trained / "predictions_3.json")
+    assert read_json(tmp_path / "out" / f"{name}.nbest.json") == read_json(trained / "nbest_predictions_3.json")
+
+
 def test_debug_mode_prints_the_answer_its_score_and_the_nbest(tiny_model, capsys):
     prediction = run(PredictConfig(model=tiny_model, question="바그너는 어디서 공부했나?", context=CONTEXT,
                                    n_best_size=3))
