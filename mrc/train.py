@@ -202,7 +202,7 @@ class Reporter:
 
     def say(self, message: str) -> None:
         if self.enabled:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, soft_wrap=True)  # log files keep whole lines
 
     def record(self, entry: dict[str, Any]) -> None:
         if self.enabled:
@@ -356,7 +356,8 @@ def rank_micro_batches(batch: np.ndarray, ctx: dist.DistContext, accumulation: i
 class Schedule:
     """Every epoch's global batches, planned up front (index arrays only) to know the total steps."""
 
-    epochs: list[list[np.ndarray]]
+    epochs: list[list[np.ndarray]]  # global batches to train per epoch (the last one may be cut short)
+    epoch_sizes: list[int]          # global batches in each full epoch (for the fractional epoch shown)
     total_steps: int
 
     def position(self, step: int) -> tuple[int, int]:
@@ -370,6 +371,7 @@ class Schedule:
 
 def plan_schedule(data: TrainData, cfg: TrainConfig, ctx: dist.DistContext, report: Reporter) -> Schedule:
     epochs: list[list[np.ndarray]] = []
+    sizes: list[int] = []
     target = cfg.max_steps if cfg.max_steps > 0 else None
     total = 0
     while True:
@@ -383,6 +385,7 @@ def plan_schedule(data: TrainData, cfg: TrainConfig, ctx: dist.DistContext, repo
             report.say(f"epoch {epoch + 1}: {counts['windows']:,} windows ({counts['with_answer']:,} with the answer, "
                        f"{counts['kept_without_answer']:,} of {counts['without_answer']:,} without it kept at "
                        f"--neg_ratio {cfg.neg_ratio:g}) in {len(batches):,} steps")
+        sizes.append(len(batches))
         if target is None:
             remaining = cfg.num_train_epochs - epoch
             if remaining < 1:
@@ -390,12 +393,12 @@ def plan_schedule(data: TrainData, cfg: TrainConfig, ctx: dist.DistContext, repo
             epochs.append(batches)
             total += len(batches)
             if epoch + 1 >= math.ceil(cfg.num_train_epochs):
-                return Schedule(epochs, total)
+                return Schedule(epochs, sizes, total)
         else:
             epochs.append(batches[:target - total])
             total += len(epochs[-1])
             if total >= target:
-                return Schedule(epochs, total)
+                return Schedule(epochs, sizes, total)
 
 
 def collate_to_device(store, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -571,10 +574,10 @@ def evaluate_model(model: nn.Module, eval_set: EvalSet, cfg: TrainConfig, ctx: d
 class EvalResults:
     """eval_results.json: {label: {exact_match, f1, ...}, ..., "best": label}, rewritten after every eval."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, keep_existing: bool):
         self.path = path
         self.results: dict[str, dict[str, Any]] = {}
-        if path.is_file():
+        if keep_existing and path.is_file():
             try:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
                 self.results = {k: v for k, v in loaded.items() if k != "best" and isinstance(v, dict)}
@@ -770,12 +773,13 @@ def train(trainer: Trainer, data: TrainData, schedule: Schedule, progress: Train
                 interval.steps += 1
                 interval.real_tokens += int(data.lengths[batch].sum())
                 elapsed = time.perf_counter() - interval.started
-                report.advance(step, epoch=f"{epoch + (batch_index + 1) / len(batches):.2f}",
+                epoch_progress = epoch + (batch_index + 1) / schedule.epoch_sizes[epoch]
+                report.advance(step, epoch=f"{epoch_progress:.2f}",
                                tokens_per_s=f"{interval.real_tokens / max(elapsed, 1e-9):,.0f}")
 
                 if cfg.logging_steps > 0 and step % cfg.logging_steps == 0:
                     stop_if_not_finite(watch, out)
-                    entry = log_interval(trainer, interval, last, step, epoch + (batch_index + 1) / len(batches), ctx)
+                    entry = log_interval(trainer, interval, last, step, epoch_progress, ctx)
                     report.advance(step, loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
                     if cfg.evaluate_during_training:
                         entry.update(run_eval(trainer.model, eval_set, cfg, ctx, str(step), results, report))
@@ -817,18 +821,26 @@ def run_eval(model: nn.Module, eval_set: EvalSet, cfg: TrainConfig, ctx: dist.Di
     return {f"eval_{k}": v for k, v in scores.items()}
 
 
+def already_evaluated(results: EvalResults | None, ctx: dist.DistContext) -> set[str]:
+    """Labels rank 0 has scores for, on every rank (evaluation holds collectives: all ranks must agree)."""
+    return dist.broadcast_from_main(set(results.results) if results is not None else set(), ctx)
+
+
 def evaluate_checkpoints(cfg: TrainConfig, eval_set: EvalSet, ctx: dist.DistContext, results: EvalResults,
                          report: Reporter, final: tuple[str, nn.Module] | None) -> None:
     """--eval_all_checkpoints: every checkpoint-<step> (and the final model), a table, the best by F1."""
+    done = already_evaluated(results, ctx)
     evaluated: dict[str, str] = {}
     for step, folder in list_checkpoints(Path(cfg.output_dir)):
         if final is not None and str(step) == final[0]:
             continue
-        model, _ = load_model(folder, report=None)
-        run_eval(model.to(ctx.device), eval_set, cfg, ctx, str(step), results, report)
+        if str(step) not in done:
+            model, _ = load_model(folder, report=None)
+            run_eval(model.to(ctx.device), eval_set, cfg, ctx, str(step), results, report)
         evaluated[str(step)] = str(folder)
     if final is not None:
-        run_eval(final[1], eval_set, cfg, ctx, final[0], results, report)
+        if final[0] not in done:
+            run_eval(final[1], eval_set, cfg, ctx, final[0], results, report)
         evaluated[final[0]] = cfg.output_dir
     if not ctx.is_main:
         return
@@ -879,7 +891,9 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     model_folder = resolve_model_folder(cfg.model_name_or_path)
     eval_set = (load_eval_set(cfg, model_folder, ctx, report)
                 if cfg.do_eval or cfg.evaluate_during_training else None)
-    results = EvalResults(out / "eval_results.json") if ctx.is_main and eval_set is not None else None
+    # A fresh training run starts a fresh eval_results.json; resuming or evaluating adds to it.
+    results = (EvalResults(out / "eval_results.json", keep_existing=resume_from is not None or not cfg.do_train)
+               if ctx.is_main and eval_set is not None else None)
     final_scores: dict[str, Any] = {}
     if cfg.do_train:
         data = load_train_data(cfg, model_folder, ctx, report)
@@ -900,7 +914,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         if cfg.do_eval:
             if cfg.eval_all_checkpoints:
                 evaluate_checkpoints(cfg, eval_set, ctx, results, report, (str(final_step), trainer.model))
-            else:
+            elif str(final_step) not in already_evaluated(results, ctx):
                 run_eval(trainer.model, eval_set, cfg, ctx, str(final_step), results, report)
             final_scores = results.results.get(str(final_step), {}) if results else {}
     elif cfg.do_eval:
