@@ -317,8 +317,11 @@ def save_model(model: ElectraForQA, cfg: ModelConfig, folder: str | Path, tokeni
 
     All-or-nothing: files go to a temp folder that replaces `folder` in one rename.
     `extra_writer(tmp_folder)` may add files (training args, optimizer state) inside that same
-    atomic write.
+    atomic write. `model` is the bare ElectraForQA, not a DDP or torch.compile wrapper.
     """
+    if not isinstance(model, ElectraForQA):
+        raise TypeError(f"save_model needs the bare ElectraForQA, got {type(model).__name__}; "
+                        "unwrap DDP / torch.compile first (mrc.dist.unwrap_model)")
     with atomic_dir(Path(folder), overwrite=overwrite) as tmp:
         save_safetensors(ours_to_hf(model, cfg), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(hf_config_json(cfg), encoding="utf-8")
