@@ -12,6 +12,7 @@ tokenization, an answer the reader could not place) go to `errors.jsonl`; the re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -452,6 +453,10 @@ def print_debug(prediction) -> None:
 
 def run(cfg: PredictConfig):
     """Batch mode (list of FileResult) or debug mode (the Prediction); None on non-main ranks in debug mode."""
+    from mrc.checkpoint import resolve_model_folder
+
+    # A hub id already in the local HF cache becomes its folder, for the model and the tokenizer alike.
+    cfg = dataclasses.replace(cfg, model=resolve_model_folder(cfg.model))
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
     try:
         if ctx.is_main:
