@@ -88,7 +88,7 @@ def read_examples(paths: str | Path | Sequence[str | Path], *, data_format: str 
         raise MRCError("no data files given; pass at least one KorQuAD/SQuAD/KLUE JSON or JSON Lines file")
     stats = ReadStats()
     examples: list[Example] = []
-    seen: dict[str, str] = {}  # id -> where it was first read
+    seen: dict[str, _Loc] = {}  # id -> where it was first read
     for path in paths:
         path = Path(path)
         stats.files += 1
@@ -101,20 +101,27 @@ def read_examples(paths: str | Path | Sequence[str | Path], *, data_format: str 
     return examples, stats
 
 
-def detect_format(path: Path, text: str) -> str:
-    """'squad' (nested SQuAD/KorQuAD/KLUE JSON) or 'jsonl', from the suffix and the first value."""
+def _parse_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def _detect_format(path: Path, text: str) -> tuple[str, Any]:
+    """('squad', parsed root) for nested SQuAD/KorQuAD/KLUE JSON, or ('jsonl', None)."""
     if path.suffix.lower() in JSONL_SUFFIXES:
-        return "jsonl"
+        return "jsonl", None
     try:
         root = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
-            return "jsonl"  # several top-level values: one JSON object per line
+            return "jsonl", None  # several top-level values: one JSON object per line
         raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     if isinstance(root, dict) and "data" in root:
-        return "squad"
+        return "squad", root
     if isinstance(root, dict) and "question" in root:
-        return "jsonl"
+        return "jsonl", None
     raise MRCError(f"{path}: cannot tell the format: expected an object with a 'data' list "
                    f"(KorQuAD / SQuAD / KLUE MRC) or one JSON object per line (JSON Lines); "
                    f"pass --data_format squad|klue|jsonl to force one")
@@ -129,29 +136,49 @@ def _read_text(path: Path) -> str:
         raise MRCError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
 
 
-def _read_file(path: Path, data_format: str, stats: ReadStats) -> Iterator[tuple[Example, str]]:
+def _read_file(path: Path, data_format: str, stats: ReadStats) -> Iterator[tuple[Example, _Loc]]:
     text = _read_text(path)
-    fmt = detect_format(path, text) if data_format == "auto" else data_format
+    fmt, root = _detect_format(path, text) if data_format == "auto" else (data_format, None)
     if fmt == "jsonl":
         yield from _read_jsonl(path, text, stats)
-    else:
-        forced_id_key = {"squad": "id", "klue": "guid"}.get(data_format)  # auto: either one
-        yield from _read_nested(path, text, stats, id_key=forced_id_key)
+        return
+    if root is None:
+        root = _parse_json(path, text)
+    forced_id_key = {"squad": "id", "klue": "guid"}.get(data_format)  # auto: either one
+    yield from _read_nested(path, root, stats, id_key=forced_id_key)
 
 
 class _Loc:
-    """Where a value sits: `file: data[3].paragraphs[1]` or `file:12: answers[0]`, for error messages."""
+    """Where a value sits: `file: data[3].paragraphs[1]` or `file:12: answers[0]`, for error messages.
 
-    def __init__(self, file: Path, path: str, line: int | None = None):
-        self.file, self.path, self.line = file, path, line
+    The path text is built only when a message needs it: reading a large file creates a few
+    locations per question and formats none.
+    """
+
+    __slots__ = ("file", "parent", "key", "line")
+
+    def __init__(self, file: Path, key: str | int | None = None, parent: _Loc | None = None, line: int | None = None):
+        self.file, self.key, self.parent, self.line = file, key, parent, line
 
     def __truediv__(self, key: str | int) -> _Loc:
-        sub = f"[{key}]" if isinstance(key, int) else (f".{key}" if self.path else key)
-        return _Loc(self.file, self.path + sub, self.line)
+        return _Loc(self.file, key, self, self.line)
+
+    @property
+    def path(self) -> str:
+        keys = []
+        loc = self
+        while loc is not None and loc.key is not None:
+            keys.append(loc.key)
+            loc = loc.parent
+        text = ""
+        for key in reversed(keys):
+            text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else key)
+        return text
 
     def __str__(self) -> str:
         head = f"{self.file}:{self.line}" if self.line is not None else str(self.file)
-        return f"{head}: {self.path}" if self.path else head
+        path = self.path
+        return f"{head}: {path}" if path else head
 
     def error(self, what: str) -> MRCError:
         return MRCError(f"{self}: {what}")
@@ -180,17 +207,14 @@ def _short(value: Any) -> str:
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def _read_nested(path: Path, text: str, stats: ReadStats, id_key: str | None) -> Iterator[tuple[Example, str]]:
+def _read_nested(path: Path, root: Any, stats: ReadStats, id_key: str | None) -> Iterator[tuple[Example, _Loc]]:
     """KorQuAD / SQuAD v1.1 / v2.0 / KLUE: data[].paragraphs[].qas[]; `version` is optional."""
-    try:
-        root = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    top = _Loc(path, "")
+    top = _Loc(path)
+    source = str(path)
     if not isinstance(root, dict):
         raise top.error("the top level must be an object with a 'data' list (KorQuAD / SQuAD / KLUE MRC format)")
     for ai, article in enumerate(_get(root, "data", list, top)):
-        aloc = _Loc(path, f"data[{ai}]")
+        aloc = top / "data" / ai
         if not isinstance(article, dict):
             raise aloc.error("each article must be an object with 'paragraphs'")
         title = str(_get(article, "title", (str, int), aloc, required=False, default=""))
@@ -199,21 +223,22 @@ def _read_nested(path: Path, text: str, stats: ReadStats, id_key: str | None) ->
             if not isinstance(para, dict):
                 raise ploc.error("each paragraph must be an object with 'context' and 'qas'")
             context = _get(para, "context", str, ploc)
+            qas_loc = ploc / "qas"
             for qi, qa in enumerate(_get(para, "qas", list, ploc)):
-                qloc = ploc / "qas" / qi
+                qloc = qas_loc / qi
                 if not isinstance(qa, dict):
                     raise qloc.error("each question must be an object with 'id', 'question' and 'answers'")
-                ex = _parse_question(qa, context, title, qloc, stats, id_key)
+                ex = _parse_question(qa, context, title, source, qloc, stats, id_key)
                 if ex is not None:
-                    yield ex, str(qloc)
+                    yield ex, qloc
 
 
-def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Example, str]]:
+def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Example, _Loc]]:
     """One object per line: {"id" (or "guid"), "question", "context", "answers"?, "title"?, "is_impossible"?}."""
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        loc = _Loc(path, "", line=lineno)
+        loc = _Loc(path, line=lineno)
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
@@ -223,12 +248,12 @@ def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Examp
             raise loc.error("each line must be an object with 'id', 'question' and 'context'")
         context = _get(obj, "context", str, loc)
         title = str(_get(obj, "title", (str, int), loc, required=False, default=""))
-        ex = _parse_question(obj, context, title, loc, stats, id_key=None)
+        ex = _parse_question(obj, context, title, str(path), loc, stats, id_key=None)
         if ex is not None:
-            yield ex, str(loc)
+            yield ex, loc
 
 
-def _parse_question(qa: dict, context: str, title: str, loc: _Loc, stats: ReadStats,
+def _parse_question(qa: dict, context: str, title: str, source: str, loc: _Loc, stats: ReadStats,
                     id_key: str | None) -> Example | None:
     """One question -> Example, or None when its answer cannot be found in the context (counted)."""
     stats.questions += 1
@@ -249,12 +274,14 @@ def _parse_question(qa: dict, context: str, title: str, loc: _Loc, stats: ReadSt
             return None
         stats.repaired += placed != start
         answers.append(Answer(text, placed))
-    plausible = tuple(Answer(t, s) for t, s in _answer_list(qa.get("plausible_answers") or [], loc / "plausible_answers"))
+    plausible = ()
+    if qa.get("plausible_answers"):
+        plausible = tuple(Answer(t, s) for t, s in _answer_list(qa["plausible_answers"], loc / "plausible_answers"))
     stats.unanswerable += bool(is_impossible)
     stats.unlabelled += not has_answers and not is_impossible
     qtype = qa.get("question_type")
     return Example(id=qid, question=question, context=context, answers=tuple(answers), is_impossible=bool(is_impossible),
-                   title=title, source=str(loc.file), plausible_answers=plausible,
+                   title=title, source=source, plausible_answers=plausible,
                    question_type="" if qtype is None else str(qtype))
 
 

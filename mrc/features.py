@@ -339,8 +339,9 @@ def _tokenize_paragraphs(tokenizer, texts: list[str], id_dtype) -> tuple[np.ndar
 
 def _tokenize_questions(tokenizer, questions: list[str], max_query_length: int, id_dtype) -> tuple[np.ndarray, np.ndarray]:
     """Question ids truncated to the first `max_query_length` tokens, flat [T] with CSR base [E+1]."""
-    encodings = tokenizer.encode_batch(questions, add_special_tokens=False)
-    kept = [e.ids[:max_query_length] for e in encodings]
+    # Offsets are not needed for questions; encode_batch_fast (tokenizers >= 0.20) skips them.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    kept = [e.ids[:max_query_length] for e in encode(questions, add_special_tokens=False)]
     lengths = np.fromiter((len(k) for k in kept), dtype=np.int64, count=len(kept))
     ids = np.fromiter(itertools.chain.from_iterable(kept), dtype=id_dtype, count=int(lengths.sum()))
     return ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
