@@ -202,17 +202,18 @@ runpy.run_path("train.py", run_name="__main__")
 
 def test_resume_after_sigkill_is_bit_identical(tiny_model_dropout, korquad_train_subset, cache_dir, tmp_path,
                                                one_thread):
-    # 12 questions make an epoch of a few steps, so the resumed run crosses an epoch boundary.
-    common = ["--per_gpu_train_batch_size", "4", "--learning_rate", "1e-3", "--max_steps", "14", "--warmup_steps", "3",
-              "--logging_steps", "2", "--save_steps", "4", "--max_train_samples", "12", "--neg_ratio", "0.5"]
+    # 6 questions: 42 windows, 26 of them drawn per epoch at --neg_ratio 0.5, 7 steps per epoch. The
+    # run dies after checkpoint-6 (epoch 1), so the resumed part crosses into epoch 2 (a new draw).
+    common = ["--per_gpu_train_batch_size", "4", "--learning_rate", "1e-3", "--max_steps", "12", "--warmup_steps", "3",
+              "--logging_steps", "2", "--save_steps", "3", "--max_train_samples", "6", "--neg_ratio", "0.5"]
     straight = tmp_path / "straight"
     cli().main(train_args(tiny_model_dropout, straight, korquad_train_subset, cache_dir, *common))
 
     resumed = tmp_path / "resumed"
     args = train_args(tiny_model_dropout, resumed, korquad_train_subset, cache_dir, *common)
-    killed = run_train_py(args, prefix=[sys.executable, "-c", KILL_AFTER_SAVE.format(step=8)])
+    killed = run_train_py(args, prefix=[sys.executable, "-c", KILL_AFTER_SAVE.format(step=6)])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert (resumed / "checkpoint-8").is_dir() and not (resumed / "checkpoint-12").exists()
+    assert (resumed / "checkpoint-6").is_dir() and not (resumed / "checkpoint-9").exists()
     assert not (resumed / "model.safetensors").exists()
 
     refused = run_train_py(args)  # the same command without --resume must not train over it
@@ -220,13 +221,13 @@ def test_resume_after_sigkill_is_bit_identical(tiny_model_dropout, korquad_train
 
     again = run_train_py(args + ["--resume"])
     assert again.returncode == 0, again.stderr
-    assert "resumed from" in again.stderr and "checkpoint-8" in again.stderr
+    assert "resumed from" in again.stderr and "checkpoint-6" in again.stderr
     final = weights(resumed)
     assert all(torch.equal(final[k], v) for k, v in weights(straight).items())
-    assert all(torch.equal(weights(resumed / "checkpoint-12")[k], v)
-               for k, v in weights(straight / "checkpoint-12").items())
-    after = {e["step"]: e["loss"] for e in metrics(resumed) if e["step"] > 8}
-    assert after == {e["step"]: e["loss"] for e in metrics(straight) if e["step"] > 8}
+    assert all(torch.equal(weights(resumed / "checkpoint-9")[k], v)
+               for k, v in weights(straight / "checkpoint-9").items())
+    after = {e["step"]: e["loss"] for e in metrics(resumed) if e["step"] > 6}
+    assert after == {e["step"]: e["loss"] for e in metrics(straight) if e["step"] > 6}
 
 
 INTERRUPT_AT_STEP = """
