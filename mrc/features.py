@@ -190,6 +190,8 @@ def build_store(data: str | Path | Sequence[str | Path] | Sequence[Example], mod
     `labels=True` fills start/end positions from each example's first answer.
     """
     config = config or WindowConfig()
+    if isinstance(data, (list, tuple)) and not data:
+        raise MRCError("no questions to build windows from: the input holds no (kept) questions")
     examples = list(data) if _is_examples(data) else None
     paths = None if examples is not None else ([data] if isinstance(data, (str, Path)) else list(data))
     folder = None
@@ -245,10 +247,23 @@ def _cache_key(paths: list | None, examples: list[Example] | None, model_folder:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     else:
-        for ex in examples:
-            h.update(json.dumps([ex.id, ex.question, ex.context, [[a.text, a.start] for a in ex.answers],
-                                 ex.is_impossible], ensure_ascii=False).encode())
+        _hash_examples(h, examples)
     return h.hexdigest()
+
+
+def _hash_examples(h, examples: Sequence[Example]) -> None:
+    """Everything a store depends on (length-prefixed, so no two inputs hash the same stream);
+    a paragraph shared by consecutive questions is hashed once."""
+    def part(text: str) -> str:
+        return f"{len(text)}:{text}"
+
+    previous_context = None
+    for ex in examples:
+        if ex.context != previous_context:
+            h.update(f"C{part(ex.context)}".encode("utf-8"))
+            previous_context = ex.context
+        answers = "".join(f"{a.start},{part(a.text)}" for a in ex.answers)
+        h.update(f"Q{part(ex.id)}{part(ex.question)}{ex.is_impossible:d}{len(ex.answers)}:{answers}".encode("utf-8"))
 
 
 def _write_store_once(arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path) -> None:
@@ -541,10 +556,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg, wcfg = from_args(InspectConfig, args), from_args(WindowConfig, args)
     examples, stats = read_examples(args.data, data_format=cfg.data_format)
-    has_labels = any(ex.is_labelled for ex in examples)
-    store = build_store(args.data, cfg.model, wcfg, labels=has_labels, cache_dir=cfg.cache_dir,
-                        use_cache=not cfg.no_cache, data_format=cfg.data_format)
-    store.read_stats = store.read_stats or stats
+    # Built from the Examples (not the paths) so the cache key is the one train.py and predict.py use.
+    store = build_store(examples, cfg.model, wcfg, labels=any(ex.is_labelled for ex in examples),
+                        cache_dir=cfg.cache_dir, use_cache=not cfg.no_cache)
+    store.read_stats = stats
     _print_counts(store, inspect_counts(store))
     if cfg.dump:
         dump_windows(store, Path(cfg.dump))

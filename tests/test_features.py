@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 import mrc.features as features
 from mrc.batching import collate
-from mrc.data import Example, read_examples
+from mrc.data import Answer, Example, read_examples
 from mrc.errors import MRCError
 from mrc.features import WindowConfig, WindowStore, build_store, inspect_counts
 
@@ -377,3 +378,15 @@ def test_cli_reports_bad_input_without_traceback(koelectra_folder, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "bad.json: data[0].paragraphs[0].qas[0]: missing 'question'" in proc.stderr
+
+
+def test_examples_input_is_cached_by_content(korquad_train_subset, koelectra_folder, tmp_path):
+    examples, _ = read_examples(korquad_train_subset)
+    first = build_store(examples, koelectra_folder, labels=True, cache_dir=tmp_path)
+    assert build_store(list(examples), koelectra_folder, labels=True, cache_dir=tmp_path).folder == first.folder
+    answer = examples[0].answers[0]
+    changed = [dataclasses.replace(examples[0], answers=(Answer(answer.text[1:], answer.start + 1),)), *examples[1:]]
+    assert build_store(changed, koelectra_folder, labels=True, cache_dir=tmp_path).folder != first.folder
+    assert build_store(examples, koelectra_folder, labels=False, cache_dir=tmp_path).folder != first.folder
+    with pytest.raises(MRCError, match="no questions"):
+        build_store([], koelectra_folder, labels=True, cache_dir=tmp_path)
