@@ -858,15 +858,28 @@ def evaluate_checkpoints(cfg: TrainConfig, eval_set: EvalSet, ctx: dist.DistCont
                    f"F1 {results.results[best]['f1']:.2f}")
 
 
+# What gloo and NCCL say when another rank died or stopped answering.
+PEER_FAILURE_MARKERS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "timed out",
+                        "Timed out", "NCCL communicator was aborted", "DistNetworkError")
+
+
+def is_peer_failure(error: BaseException, ctx: dist.DistContext) -> bool:
+    if not ctx.is_distributed:
+        return False
+    return isinstance(error, torch.distributed.DistError) or any(m in str(error) for m in PEER_FAILURE_MARKERS)
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train and/or evaluate as `cfg` says; returns the final scores (rank 0; {} elsewhere)."""
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda, timeout_s=cfg.dist_timeout)
     try:
         return run_in_context(cfg, ctx)
-    except torch.distributed.DistError as e:
-        raise MRCError(f"rank {ctx.rank}: lost contact with the other ranks ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else 'no detail'}); another rank probably failed, "
-                       "see its error above") from None
+    except RuntimeError as e:
+        if not is_peer_failure(e, ctx):
+            raise
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MRCError(f"rank {ctx.rank}: lost contact with the other ranks ({first_line}); another rank failed "
+                       f"or stopped answering for --dist_timeout {cfg.dist_timeout} s, see its error above") from None
     finally:
         dist.destroy(ctx)
 

@@ -257,6 +257,48 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_model, korquad_train_s
     assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["step"] == 3
 
 
+RANK_1_DIES_AT_STEP = """
+import os, runpy, sys
+import mrc.train as train
+step_fn, calls = train.train_step, []
+def step_or_die(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == {step} and os.environ["RANK"] == "1":
+        os._exit(3)
+    return step_fn(*args, **kwargs)
+train.train_step = step_or_die
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_rank_ends_the_other_with_a_message(tiny_model, korquad_train_subset, cache_dir, tmp_path):
+    """Without torchrun's supervision (which would SIGTERM it), the surviving rank must not hang."""
+    args = train_args(tiny_model, tmp_path / "crash", korquad_train_subset, cache_dir, "--per_gpu_train_batch_size",
+                      "2", "--max_steps", "20", "--logging_steps", "0", "--save_steps", "0", "--max_train_samples", "10")
+    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+    command = [sys.executable, "-c", RANK_1_DIES_AT_STEP.format(step=2), *args]
+    ranks = [subprocess.Popen(command, cwd=REPO, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        _, err0 = ranks[0].communicate(timeout=90)
+        ranks[1].communicate(timeout=30)
+    finally:
+        for p in ranks:
+            p.kill()
+    assert ranks[1].returncode == 3
+    assert ranks[0].returncode == 2, err0
+    assert "rank 0: lost contact with the other ranks" in err0 and "Traceback" not in err0
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_model, korquad_train_subset, cache_dir, tmp_path,
                                                              monkeypatch, one_thread):
     import mrc.train
