@@ -135,17 +135,20 @@ def resolve_model_folder(name_or_path: str | Path) -> Path:
                    f"model.safetensors or pytorch_model.bin (plus vocab.txt and tokenizer_config.json).")
 
 
-def hub_id_message(hub_id: str) -> str:
-    """What to do when a hub id is neither a local folder nor in the HF cache."""
-    where = f"not a local folder and not in the Hugging Face cache ({hub_cache_dir()})"
-    if hub_id in DOWNLOADABLE:
-        return (f"--model_name_or_path {hub_id} is {where}; this trainer never downloads during a run. "
-                f"Fetch the files once with `python -m mrc.download {DOWNLOADABLE[hub_id]} --dir models`, "
-                f"then pass --model_name_or_path with the folder it prints "
-                f"(models/{hub_id.split('/')[-1]}).")
-    return (f"--model_name_or_path {hub_id} is {where}; this trainer never downloads during a run. "
-            f"Download config.json, model.safetensors (or pytorch_model.bin), vocab.txt and "
-            f"tokenizer_config.json from https://huggingface.co/{hub_id} into a folder and pass that folder.")
+def hub_id_message(name: str) -> str:
+    """What to do when `name` is neither a local folder nor a hub id in the HF cache."""
+    cache = hub_cache_dir()
+    known = {hub_id.split("/")[-1]: hub_id for hub_id in DOWNLOADABLE}
+    hub_id = name if name in DOWNLOADABLE else known.get(Path(name).name)
+    if hub_id is not None:
+        return (f"--model_name_or_path {name} is not a local folder and not in the Hugging Face cache ({cache}); "
+                f"this trainer never downloads during a run. Fetch the files once with "
+                f"`python -m mrc.download {DOWNLOADABLE[hub_id]} --dir models`, then pass --model_name_or_path "
+                f"with the folder it prints (models/{hub_id.split('/')[-1]}).")
+    return (f"--model_name_or_path {name}: no such folder, and no hub model of that name in the Hugging Face cache "
+            f"({cache}). If it is a folder, check the path. If it is a hub id, this trainer never downloads during "
+            f"a run: download config.json, model.safetensors (or pytorch_model.bin), vocab.txt and "
+            f"tokenizer_config.json from https://huggingface.co/{name} into a folder and pass that folder.")
 
 
 # ---------------------------------------------------------------------------------------------

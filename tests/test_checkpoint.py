@@ -243,3 +243,13 @@ def test_tokenizer_folder_without_tokenizer_files_is_refused(tmp_path):
     with pytest.raises(MRCError, match="neither vocab.txt nor tokenizer.json"):
         save_model(ours, cfg, tmp_path / "out", tmp_path / "notok")
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_download_folder_points_to_the_downloader(tmp_path, monkeypatch):
+    """The path the README tells users to pass, before they downloaded: say how to get it."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MRCError, match="python -m mrc.download koelectra-base-v3"):
+        load_model("models/koelectra-base-v3-discriminator")
+    with pytest.raises(MRCError, match="no such folder.*check the path.*huggingface.co/someone/model"):
+        load_model("someone/model")
