@@ -19,6 +19,8 @@ from torch import nn
 
 from mrc import dist
 from mrc.batching import collate
+from mrc.decode import decode
+from mrc.logits import WindowLogitsWriter
 
 # Windows per decode chunk: 4,096 windows of 512 positions are 16 MiB of float32 logits.
 DEFAULT_CHUNK_WINDOWS = 4096
@@ -184,9 +186,7 @@ def iter_predictions(model: nn.Module, store, ctx: dist.DistContext, *, batch_si
 
     With `logits_path`, rank 0 also writes every window's logits there (see `mrc.logits`).
     """
-    from mrc.decode import decode
-
-    writer = _logits_writer(store, logits_path) if ctx.is_main and logits_path is not None else None
+    writer = WindowLogitsWriter(logits_path, store) if ctx.is_main and logits_path is not None else None
     with writer or contextlib.nullcontext():
         for chunk in iter_chunk_logits(model, store, ctx, batch_size=batch_size, autocast_dtype=autocast_dtype,
                                        chunk_windows=chunk_windows):
@@ -216,8 +216,3 @@ def predict_store(model: nn.Module, store, ctx: dist.DistContext, *, batch_size:
         predictions.extend(chunk_predictions)
     return predictions if ctx.is_main else None
 
-
-def _logits_writer(store, path: Path):
-    from mrc.logits import WindowLogitsWriter
-
-    return WindowLogitsWriter(path, store)

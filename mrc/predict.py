@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -312,11 +313,11 @@ def read_inputs(paths: list[Path]) -> list[tuple[list[Example], ReadStats]]:
     return [read_examples([p]) for p in paths]
 
 
-def windowless(examples: list[Example], store, path: Path) -> list[ItemError]:
-    """Examples the store holds no window for (nothing left after tokenization)."""
-    in_store = set(store.example_ids)
-    return [ItemError(ex.id, str(path), "no tokens left in the question or context after tokenization")
-            for ex in examples if ex.id not in in_store]
+def tokenless_questions(store, path: Path) -> list[ItemError]:
+    """Questions with no tokens left after tokenization (only characters the tokenizer drops)."""
+    query_tokens = np.diff(np.asarray(store.question_token_base))       # [E]
+    return [ItemError(store.example_ids[e], str(path), "no question tokens left after tokenization")
+            for e in np.flatnonzero(query_tokens == 0)]
 
 
 def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, model: nn.Module,
@@ -327,12 +328,13 @@ def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, mod
     answers: dict[str, str] = {}
     if predictable:
         store = build_store(predictable, cfg, ctx)
-        errors += windowless(predictable, store, plan.path)
+        unasked = tokenless_questions(store, plan.path)
+        errors += unasked
         chunks = iter_predictions(model, store, ctx, batch_size=cfg.batch_size, autocast_dtype=cfg.autocast_dtype,
                                   n_best_size=cfg.n_best_size, max_answer_length=cfg.max_answer_length,
                                   null_score_diff_threshold=cfg.null_threshold, logits_path=plan.logits)
         if ctx.is_main:
-            answers, spanless = write_prediction_files(chunks, plan, cfg.overwrite)
+            answers, spanless = write_prediction_files(chunks, plan, cfg.overwrite, skip={e.id for e in unasked})
             errors += spanless
         else:
             for _ in chunks:    # this rank's share of every chunk; rank 0 writes
@@ -345,14 +347,19 @@ def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, mod
     return result
 
 
-def write_prediction_files(chunks: Iterator[list], plan: InputPlan, overwrite: bool
+def write_prediction_files(chunks: Iterator[list], plan: InputPlan, overwrite: bool, skip: set[str] = frozenset()
                            ) -> tuple[dict[str, str], list[ItemError]]:
-    """Stream the predictions of every chunk out; returns id -> answer and the items with no span at all."""
+    """Stream the predictions of every chunk out, except those of `skip` (already known errors).
+
+    Returns id -> answer and the items that had no answer span at all.
+    """
     answers: dict[str, str] = {}
     spanless: list[ItemError] = []
     with prediction_streams(plan, overwrite) as (predictions, nbest):
         for chunk in chunks:
             for p in chunk:
+                if p.example_id in skip:
+                    continue
                 if not p.nbest:
                     spanless.append(ItemError(p.example_id, str(plan.path),
                                               "no answer span: no context tokens left after tokenization"))

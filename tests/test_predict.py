@@ -77,6 +77,8 @@ def mixed_items(tmp_path_factory) -> Path:
         {"id": "long", "question": "바그너는 언제 죽었나?", "context": long_context},
         {"id": "misplaced", "question": "누가?", "context": CONTEXT,
          "answers": [{"text": "모차르트", "answer_start": 0}]},
+        {"id": "invisible-context", "question": "무엇?", "context": "\u200b\u200b"},   # no tokens at all
+        {"id": "invisible-question", "question": "\u200b\u0001", "context": CONTEXT},
     ])
 
 
@@ -111,10 +113,12 @@ def test_every_good_item_is_predicted_and_bad_ones_go_to_errors_jsonl(batch_run,
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()]
     reasons = {e["id"]: e["reason"] for e in errors}
     assert reasons["no-context"] == "empty context" and reasons["no-question"] == "empty question"
+    assert "no context tokens" in reasons["invisible-context"]
+    assert "no question tokens" in reasons["invisible-question"]
     assert any(e["id"] is None and "모차르트" in e["reason"] for e in errors)     # dropped by the reader
     assert {e["file"] for e in errors} == {str(mixed_items)}
     n = len(korquad_ids)
-    assert f"read {n + 5:,}, predicted {n + 2:,}, errors 3" in printed
+    assert f"read {n + 7:,}, predicted {n + 2:,}, errors 5" in printed
 
 
 def test_existing_outputs_are_kept_without_overwrite_and_checked_before_loading_the_model(
