@@ -7,6 +7,7 @@ eager attention (the textbook formula), so the reference shares no kernel choice
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def test_bf16_autocast_on_cpu_returns_float32_close_to_fp32(hf_pair, korquad_bat
 def test_autocast_on_gpu_matches_transformers_fp32(hf_pair, korquad_batch, dtype):
     hf, st_folder, _ = hf_pair
     ours, _ = load_model(st_folder, report=None)
-    ours, hf = ours.cuda().eval(), hf.cuda()
+    ours, hf = ours.cuda().eval(), copy.deepcopy(hf).cuda()  # a copy: the fixture's model stays on the CPU
     batch = {k: v.cuda() for k, v in korquad_batch.items()}
     ids, types, mask = model_inputs(batch)
     with torch.no_grad():
@@ -194,12 +195,14 @@ def test_autocast_on_gpu_matches_transformers_fp32(hf_pair, korquad_batch, dtype
         start, end = ours(ids, types, mask)
         loss = qa_loss(start, end, batch["start_positions"], batch["end_positions"], mask)
     loss.backward()
-    hf.cpu()
     assert start.dtype == torch.float32 and torch.isfinite(loss)
     real = mask.bool()
     err = (start[real] - ref.start_logits[real]).abs().max()
     assert err < 0.05 * ref.start_logits[real].abs().max(), f"{dtype} logits drift {err:.3g} from fp32"
     assert all(torch.isfinite(p.grad).all() for p in ours.parameters())
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
+        alone, _ = ours(ids[:1], types[:1], mask[:1])  # unpadded: no mask, SDPA's flash kernel
+    assert (alone[0] - ref.start_logits[0]).abs().max() < 0.05 * ref.start_logits[0].abs().max()
 
 
 def test_padding_does_not_change_the_logits_of_real_tokens(korquad_batch):
