@@ -67,6 +67,7 @@ class ModelConfig:
 
     @property
     def head_size(self) -> int:
+        """Width D of one attention head."""
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
@@ -131,6 +132,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         H = cfg.hidden_size
         self.num_heads = cfg.num_attention_heads
+        self.head_size = cfg.head_size
         self.attn_dropout = cfg.attention_probs_dropout_prob
         self.qkv = nn.Linear(H, 3 * H)  # rows: query, key, value (HF's three matrices stacked)
         self.attn_out = nn.Linear(H, H)
@@ -142,7 +144,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads)  # [B, T, 3, N, D]
+        qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_size)  # [B, T, 3, N, D]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, N, T, D]
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                            dropout_p=self.attn_dropout if self.training else 0.0)  # [B, N, T, D]
