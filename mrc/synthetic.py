@@ -356,6 +356,10 @@ def corpus_sentences(rng: random.Random, n_facts: int) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------
 # Files
 
+SPLITS = ("train", "dev", "sample")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] first: id 0, as config.json says
+
+
 @dataclass
 class SyntheticConfig:
     """Size and seed of the synthetic set (every field changes the bytes written)."""
@@ -366,7 +370,8 @@ class SyntheticConfig:
     sample_paragraphs: int = field(8, "paragraphs in sample.json, the file the demo runs predict.py on")
     questions_per_paragraph: int = field(4, "questions asked about each paragraph (fewer when it has fewer facts)")
     long_fraction: float = field(0.15, "share of long paragraphs (every topic fact plus many distractors)")
-    vocab_size: int = field(3000, "WordPiece vocabulary size, special tokens included")
+    vocab_size: int = field(3000, "most whole words kept in the vocab (characters and particles come on top)")
+    vocab_min_frequency: int = field(10, "corpus count a word needs to become one vocab entry")
 
     def __post_init__(self) -> None:
         for name in ("train_paragraphs", "dev_paragraphs", "sample_paragraphs", "questions_per_paragraph"):
@@ -374,11 +379,12 @@ class SyntheticConfig:
                 raise MRCError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.long_fraction <= 1.0:
             raise MRCError(f"--long_fraction must be in [0, 1], got {self.long_fraction}")
-        if self.vocab_size < 500:
-            raise MRCError(f"--vocab_size {self.vocab_size} is too small to hold the Hangul syllables; use 500 or more")
+        if self.vocab_size < len(SPECIAL_TOKENS) + 1:
+            raise MRCError(f"--vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {self.vocab_size}")
+        if self.vocab_min_frequency < 1:
+            raise MRCError(f"--vocab_min_frequency must be at least 1, got {self.vocab_min_frequency}")
 
 
-SPLITS = ("train", "dev", "sample")
 
 
 def split_rng(seed: int, split: str) -> random.Random:
@@ -441,27 +447,30 @@ def straddles_particle(token: str) -> bool:
                for k in range(1, len(text)))
 
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-
 def train_vocab(cfg: SyntheticConfig, folder: Path) -> Path:
     """Train a cased BERT WordPiece vocab on synthetic text; writes vocab.txt + tokenizer_config.json.
 
-    The corpus has a space before every particle, and learned pieces that could still cover a
-    value's end and its particle (`##하였다` after the name 최호하) are dropped. Then `##` + each
-    particle form and `##` + every character are added, so the greedy longest match splits
-    `서울에서` into `서울 ##에서` and no word becomes [UNK].
+    Words are counted by `tokenizers` (BERT normalizer, cased; BertPreTokenizer) on a corpus with a
+    space before every particle, and those seen `vocab_min_frequency` times become whole-word
+    pieces: template words, places, years. Names, organisations and numbers are rarer and fall
+    back to single-character pieces, the same way in every split. Then come `##` + each particle
+    form and every character with and without `##`, so the greedy longest match splits 서울에서
+    into 서울 ##에서 and no word becomes [UNK]. Entries that could still cover a value's end and its
+    particle are dropped.
+
+    tokenizers' WordPieceTrainer would learn merges too, but it breaks ties between equal pair
+    counts in hash order, so its vocab changes from run to run; WordLevelTrainer sorts by
+    (count, word) and is reproducible.
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     texts = list(corpus_sentences(split_rng(cfg.seed, "vocab"), 4000))
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                       strip_accents=False, lowercase=False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=2,
-                                        special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
-                                        show_progress=False)
+    trainer = trainers.WordLevelTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.vocab_min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
     learned = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     vocab = [tok for tok, _ in learned if not straddles_particle(tok)]
@@ -478,3 +487,22 @@ def train_vocab(cfg: SyntheticConfig, folder: Path) -> Path:
     atomic_write_text(folder / "tokenizer_config.json",
                       json.dumps({"do_lower_case": False, "model_max_length": 512}, indent=2) + "\n")
     return folder / "vocab.txt"
+
+
+def write_initial_model(folder: Path, tokenizer_folder: Path, model_cfg, seed: int) -> Path:
+    """A randomly initialised ElectraForQA saved as an HF folder (weights, config.json, tokenizer files).
+
+    `model_cfg` is an mrc.model.ModelConfig whose vocab_size matches the tokenizer folder's vocab.txt.
+    """
+    import torch
+
+    from mrc.checkpoint import save_model
+    from mrc.model import ElectraForQA
+
+    vocab_lines = (Path(tokenizer_folder) / "vocab.txt").read_text(encoding="utf-8").count("\n")
+    if model_cfg.vocab_size != vocab_lines:
+        raise MRCError(f"model vocab_size {model_cfg.vocab_size} differs from the {vocab_lines} tokens of "
+                       f"{tokenizer_folder / 'vocab.txt'}; build the ModelConfig from the vocab")
+    torch.manual_seed(seed)
+    save_model(ElectraForQA(model_cfg), model_cfg, folder, tokenizer_folder)
+    return Path(folder)

@@ -1,0 +1,167 @@
+"""The synthetic Korean QA set: reproducible, exactly extractable answers, correct particles, long paragraphs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from mrc.data import read_examples
+from mrc.features import WindowConfig, build_store
+from mrc.synthetic import SPLITS, SyntheticConfig, particle, train_vocab, write_dataset, write_initial_model
+from mrc.tokenizer import load_tokenizer, special_tokens
+
+SMALL = SyntheticConfig(train_paragraphs=150, dev_paragraphs=40, sample_paragraphs=5)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One small data set and its vocab folder, shared by the read-only tests below."""
+    root = tmp_path_factory.mktemp("synthetic")
+    paths = write_dataset(SMALL, root / "data")
+    train_vocab(SMALL, root / "tokenizer")
+    return paths, root / "tokenizer"
+
+
+def _paragraphs(path):
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        yield from article["paragraphs"]
+
+
+def test_same_seed_writes_identical_bytes_and_another_seed_does_not(tmp_path, built):
+    paths, tokenizer_folder = built
+    again = write_dataset(SMALL, tmp_path / "again")
+    train_vocab(SMALL, tmp_path / "again_tok")
+    for split in SPLITS:
+        assert again[split].read_bytes() == paths[split].read_bytes(), split
+    assert (tmp_path / "again_tok" / "vocab.txt").read_bytes() == (tokenizer_folder / "vocab.txt").read_bytes()
+    other = write_dataset(SyntheticConfig(seed=SMALL.seed + 1, train_paragraphs=150, dev_paragraphs=40,
+                                          sample_paragraphs=5), tmp_path / "other")
+    assert other["train"].read_bytes() != paths["train"].read_bytes()
+
+
+def test_splits_hold_different_paragraphs(built):
+    paths, _ = built
+    train = {p["context"] for p in _paragraphs(paths["train"])}
+    dev = {p["context"] for p in _paragraphs(paths["dev"])}
+    assert len(dev) == SMALL.dev_paragraphs and not train & dev
+
+
+def test_answers_sit_at_answer_start_and_on_token_boundaries(built):
+    paths, tokenizer_folder = built
+    tokenizer = load_tokenizer(tokenizer_folder)
+    unk = tokenizer.token_to_id("[UNK]")
+    checked = 0
+    for split in SPLITS:
+        for para in _paragraphs(paths[split]):
+            context = para["context"]
+            enc = tokenizer.encode(context, add_special_tokens=False)
+            assert unk not in enc.ids, context
+            starts = {s for s, _ in enc.offsets}
+            ends = {e for _, e in enc.offsets}
+            for qa in para["qas"]:
+                (answer,) = qa["answers"]
+                begin, text = answer["answer_start"], answer["text"]
+                assert context[begin:begin + len(text)] == text, qa["id"]
+                # A model can only extract an answer exactly when its edges are token edges.
+                assert begin in starts and begin + len(text) in ends, (qa["id"], text)
+                checked += 1
+    assert checked >= 3 * (SMALL.train_paragraphs + SMALL.dev_paragraphs)
+
+
+def test_files_read_cleanly_through_the_normal_reader(built):
+    paths, _ = built
+    examples, stats = read_examples([paths["dev"]])
+    assert stats.kept == len(examples) > SMALL.dev_paragraphs * 3
+    assert all(e.answers and e.context[e.answers[0].start:].startswith(e.answers[0].text) for e in examples)
+
+
+@pytest.mark.parametrize("word, written, expected", [
+    ("서울", "으로", "로"),      # ㄹ final takes 로
+    ("부산", "으로", "으로"),
+    ("파리", "으로", "로"),
+    ("김민수", "은", "는"),
+    ("박준석", "은", "은"),
+    ("한빛전자", "이", "가"),
+    ("새솔은행", "이", "이"),
+    ("청운대학교", "을", "를"),
+    ("누리물산", "을", "을"),
+    ("도쿄", "과", "와"),
+    ("베를린", "과", "과"),
+    ("이민호", "이었다", "였다"),
+    ("36권", "이다", "이다"),
+    ("서울", "에서", "에서"),   # not an alternating particle: unchanged
+])
+def test_particle_follows_the_final_consonant(word, written, expected):
+    assert particle(word, written) == expected
+
+
+PAIRS = [("은", "는"), ("이", "가"), ("을", "를"), ("과", "와"), ("이다", "다"), ("이었다", "였다")]
+
+
+RIEUL = 8
+
+
+def _final_consonant(ch: str) -> int:
+    """Final-consonant index of a Hangul syllable, computed here independently of mrc.synthetic."""
+    return (ord(ch) - 0xAC00) % 28
+
+
+def test_particles_after_answers_agree_with_batchim(built):
+    paths, _ = built
+    seen: set[str] = set()
+    ro_after_rieul = 0
+    for split in SPLITS:
+        for para in _paragraphs(paths[split]):
+            context = para["context"]
+            for qa in para["qas"]:
+                answer = qa["answers"][0]
+                end = answer["answer_start"] + len(answer["text"])
+                run = re.match(r"[가-힣]*", context[end:]).group()
+                final = _final_consonant(answer["text"][-1])
+                for consonant_form, vowel_form in PAIRS:
+                    if run in (consonant_form, vowel_form):
+                        assert run == (consonant_form if final else vowel_form), (answer["text"], run)
+                        seen.add(run)
+                if run in ("으로", "로"):
+                    assert run == ("으로" if final not in (0, RIEUL) else "로"), (answer["text"], run)
+                    seen.add(run)
+                    ro_after_rieul += run == "로" and final == RIEUL
+    # The checks above must have met both forms of the common particles, and 로 after a ㄹ final.
+    assert {"은", "는", "이", "가", "을", "를", "과", "와", "으로", "로"} <= seen
+    assert ro_after_rieul > 0
+
+
+def test_some_paragraphs_need_several_windows(built, tmp_path):
+    paths, tokenizer_folder = built
+    model = write_initial_model(tmp_path / "model", tokenizer_folder, _tiny_model_config(tokenizer_folder), seed=0)
+    store = build_store(paths["train"], model, WindowConfig(max_seq_length=128, doc_stride=64, max_query_length=32),
+                        labels=True, use_cache=False)
+    per_example = np.bincount(np.asarray(store.windows.example_index))
+    assert per_example.max() >= 3
+    assert 0.05 < (per_example > 1).mean() < 0.6
+
+
+def _tiny_model_config(tokenizer_folder):
+    from mrc.model import ModelConfig
+
+    vocab_size = (tokenizer_folder / "vocab.txt").read_text(encoding="utf-8").count("\n")
+    return ModelConfig(vocab_size=vocab_size, hidden_size=32, embedding_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+
+
+def test_initial_model_folder_loads_with_the_real_loaders(built, tmp_path):
+    from mrc.checkpoint import load_model
+
+    _, tokenizer_folder = built
+    folder = write_initial_model(tmp_path / "model", tokenizer_folder, _tiny_model_config(tokenizer_folder), seed=0)
+    model, cfg = load_model(folder)
+    tokenizer = load_tokenizer(folder)
+    assert cfg.vocab_size == tokenizer.get_vocab_size() == model.embeddings.word.num_embeddings
+    specials = special_tokens(folder, tokenizer)
+    assert specials.pad_id == 0 == cfg.pad_token_id
+    assert json.loads((folder / "tokenizer_config.json").read_text())["do_lower_case"] is False
+    # Cased: a Latin capital survives tokenization (do_lower_case false reaches the tokenizer).
+    assert tokenizer.normalizer.normalize_str("KT") == "KT"
