@@ -13,8 +13,10 @@ logits in memory; the `.npz` appears under its final name only when complete.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mrc.errors import MRCError
+from mrc.config import add_dataclass_args, field, from_args, print_config
+from mrc.errors import MRCError, cli_entry
 from mrc.io import atomic_path
 
 FORMAT_VERSION = 1
@@ -267,3 +270,63 @@ def average_window_logits(files: Sequence[WindowLogits], names: Sequence[str] | 
     start = np.mean([f.start.astype(np.float32) for f in files], axis=0)
     end = np.mean([f.end.astype(np.float32) for f in files], axis=0)
     return dataclasses.replace(first, start=start, end=end)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: python -m mrc.logits --logits a.logits.npz b.logits.npz --output DIR
+
+
+@dataclasses.dataclass
+class EnsembleConfig:
+    logits: list[str] = field(help="two or more .logits.npz files from predict.py --save_logits on the same input",
+                              default_factory=list)
+    output: str = field("ensemble", help="folder for ensemble.logits.npz, predictions.json, nbest_predictions.json")
+    n_best_size: int = field(20, help="answers kept per question in the n-best file")
+    max_answer_length: int = field(30, help="longest answer in tokens")
+    null_score_diff_threshold: float | None = field(
+        None, help="for inputs with unanswerable questions: answer '' when the null score beats the best span "
+                   "by more than this (omit for KorQuAD 1.0)")
+    overwrite: bool = field(False, help="replace existing output files")
+
+    def __post_init__(self) -> None:
+        if len(self.logits) < 2:
+            raise MRCError(f"--logits needs at least two files to ensemble, got {len(self.logits)}")
+        if self.n_best_size < 1 or self.max_answer_length < 1:
+            raise MRCError("--n_best_size and --max_answer_length must be at least 1")
+
+
+def run_ensemble(cfg: EnsembleConfig) -> Path:
+    """Average the files' logits, decode them, write the averaged logits and the predictions."""
+    from mrc.decode import decode, write_predictions
+
+    out = Path(cfg.output)
+    targets = [out / "ensemble.logits.npz", out / "predictions.json", out / "nbest_predictions.json"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not cfg.overwrite:
+        raise MRCError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --output")
+    avg = average_window_logits([load_window_logits(p) for p in cfg.logits], cfg.logits)
+    start, end = avg.padded()
+    predictions = decode(start, end, avg, np.arange(len(avg)), n_best_size=cfg.n_best_size,
+                         max_answer_length=cfg.max_answer_length,
+                         null_score_diff_threshold=cfg.null_score_diff_threshold)
+    save_window_logits(targets[0], avg)
+    write_predictions(predictions, targets[1], targets[2], overwrite=True)
+    return out
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m mrc.logits",
+                                     description="Ensemble window logits saved by predict.py --save_logits: "
+                                                 "average them, decode, write predictions.")
+    add_dataclass_args(parser, EnsembleConfig)
+    cfg = from_args(EnsembleConfig, parser.parse_args(argv))
+    print_config(cfg, "ensemble")
+    out = run_ensemble(cfg)
+    print(f"wrote {out / 'predictions.json'}, {out / 'nbest_predictions.json'} and {out / 'ensemble.logits.npz'} "
+          f"from {len(cfg.logits)} models", file=sys.stderr)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -138,3 +138,25 @@ def test_files_that_are_not_logits_are_refused_without_unpickling(tmp_path):
         load_window_logits(tmp_path / "junk.npz")
     with pytest.raises(MRCError, match="no such logits file"):
         load_window_logits(tmp_path / "absent.npz")
+
+
+def test_ensemble_cli_writes_predictions_of_the_averaged_logits(tmp_path, store):
+    import json
+
+    from mrc.decode import decode
+    from mrc.logits import main
+
+    runs = [random_logits(store, seed) for seed in (7, 8)]
+    for i, (start, end) in enumerate(runs):
+        write(tmp_path / f"m{i}.npz", store, start, end)
+    args = ["--logits", str(tmp_path / "m0.npz"), str(tmp_path / "m1.npz"), "--output", str(tmp_path / "ens"),
+            "--n_best_size", "3"]
+    main(args)
+    predictions = json.loads((tmp_path / "ens" / "predictions.json").read_text(encoding="utf-8"))
+    expected = decode((runs[0][0] + runs[1][0]) / 2, (runs[0][1] + runs[1][1]) / 2, store, np.arange(len(store)),
+                      n_best_size=3, max_answer_length=30)
+    assert predictions == {p.example_id: p.text for p in expected}
+    assert (tmp_path / "ens" / "nbest_predictions.json").is_file()
+    with pytest.raises(SystemExit):  # existing outputs without --overwrite: error, exit status 2
+        main(args)
+    main(args + ["--overwrite"])
