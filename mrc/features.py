@@ -44,6 +44,7 @@ DEFAULT_CACHE_DIR = Path(".cache") / "mrc"
 WINDOW_FIELDS = ("example_index", "paragraph_index", "token_start", "context_length", "query_length",
                  "max_context_start", "max_context_end", "start_position", "end_position")
 SPECIAL_PER_WINDOW = 3  # [CLS], [SEP] after the question, [SEP] after the context
+TOKENIZE_CHUNK = 1024  # paragraphs per tokenizer call (bounds the memory of its Encoding objects)
 
 
 @dataclass(frozen=True)
@@ -342,21 +343,31 @@ def _group_paragraphs(examples: Sequence[Example]) -> tuple[np.ndarray, list[str
 
 
 def _tokenize_paragraphs(tokenizer, texts: list[str], id_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All paragraphs in one batch call -> flat ids [T], char offsets [T, 2], CSR base [P+1]."""
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    total = int(lengths.sum())
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=id_dtype, count=total)
-    flat_offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings))
-    offsets = np.fromiter(flat_offsets, dtype=np.int32, count=2 * total).reshape(total, 2)
-    return ids, offsets, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    """All paragraphs -> flat ids [T], char offsets [T, 2], CSR base [P+1].
+
+    One batch call per TOKENIZE_CHUNK texts: the tokenizer's Encoding objects (strings, offsets,
+    masks per token) are far larger than the arrays kept, so only one chunk of them lives at a time.
+    """
+    ids_parts, offset_parts, lengths = [], [], []
+    for lo in range(0, len(texts), TOKENIZE_CHUNK):
+        encodings = tokenizer.encode_batch(texts[lo:lo + TOKENIZE_CHUNK], add_special_tokens=False)
+        chunk_lengths = [len(e.ids) for e in encodings]
+        total = sum(chunk_lengths)
+        ids_parts.append(np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=id_dtype, count=total))
+        flat_offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings))
+        offset_parts.append(np.fromiter(flat_offsets, dtype=np.int32, count=2 * total).reshape(total, 2))
+        lengths += chunk_lengths
+    base = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+    return np.concatenate(ids_parts), np.concatenate(offset_parts), base
 
 
 def _tokenize_questions(tokenizer, questions: list[str], max_query_length: int, id_dtype) -> tuple[np.ndarray, np.ndarray]:
     """Question ids truncated to the first `max_query_length` tokens, flat [T] with CSR base [E+1]."""
     # Offsets are not needed for questions; encode_batch_fast (tokenizers >= 0.20) skips them.
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    kept = [e.ids[:max_query_length] for e in encode(questions, add_special_tokens=False)]
+    kept: list[list[int]] = []
+    for lo in range(0, len(questions), 8 * TOKENIZE_CHUNK):
+        kept += [e.ids[:max_query_length] for e in encode(questions[lo:lo + 8 * TOKENIZE_CHUNK], add_special_tokens=False)]
     lengths = np.fromiter((len(k) for k in kept), dtype=np.int64, count=len(kept))
     ids = np.fromiter(itertools.chain.from_iterable(kept), dtype=id_dtype, count=int(lengths.sum()))
     return ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -405,29 +416,32 @@ def _max_context_geometry(n_tokens: int, room: int, stride: int) -> tuple[np.nda
     """[lo, hi) per window for a paragraph of `n_tokens` cut into windows of `room` every `stride`.
 
     A token's max-context window maximises min(left, right) + 0.01 * length (computed in float64
-    exactly as BERT's `_check_is_max_context`), the earliest window winning ties. Why each window
-    owns one interval: window starts and ends are non-decreasing, and each score is a tent with
-    slopes +1/-1, so the score difference of an earlier and a later window is non-increasing in the
-    position: the earlier window wins a prefix of their common tokens, the later one a suffix;
-    an intersection of such prefixes/suffixes with the window's own span is an interval.
+    exactly as BERT's `_check_is_max_context`), the earliest window winning ties.
+
+    Why each window owns one interval: window starts and ends are non-decreasing, and each score
+    is a tent with slopes +1/-1, so the score of an earlier window minus that of a later one is
+    non-increasing in the position (the 0.01 * length terms are constants). Hence the best window
+    is a non-decreasing function of the position, which is asserted below.
     """
     count = 1 + max(0, -(-(n_tokens - room) // stride))
     starts = np.arange(count) * stride  # [W]
     lengths = np.minimum(n_tokens - starts, room)  # [W]
-    pos = np.arange(n_tokens)  # [N]
-    left = pos[None, :] - starts[:, None]  # [W, N]
-    right = (starts + lengths - 1)[:, None] - pos[None, :]
-    score = np.minimum(left, right) + 0.01 * lengths[:, None]
-    score = np.where((left >= 0) & (right >= 0), score, -np.inf)
-    best = np.argmax(score, axis=0)  # [N] first maximum = earliest window on ties
-    lo = np.zeros(count, dtype=np.int64)
-    hi = np.zeros(count, dtype=np.int64)
-    for w in range(count):
-        owned = np.flatnonzero(best == w)
-        if len(owned):
-            assert owned[-1] - owned[0] + 1 == len(owned), "max-context tokens of a window must form one interval"
-            lo[w], hi[w] = owned[0] - starts[w], owned[-1] + 1 - starts[w]
-    return lo, hi
+    best = np.empty(n_tokens, dtype=np.int64)  # [N] max-context window of each token
+    holders = -(-room // stride)  # most windows that can hold one token
+    block = max(1, (1 << 20) // holders)  # positions per step: keeps the [block, holders] scores small
+    for first_pos in range(0, n_tokens, block):
+        pos = np.arange(first_pos, min(first_pos + block, n_tokens))  # [B]
+        first = np.maximum(0, -(-(pos - room + 1) // stride))  # earliest window reaching pos
+        cand = np.minimum(first[:, None] + np.arange(holders)[None, :], count - 1)  # [B, K] in window order
+        left = pos[:, None] - starts[cand]
+        right = starts[cand] + lengths[cand] - 1 - pos[:, None]
+        score = np.where((left >= 0) & (right >= 0), np.minimum(left, right) + 0.01 * lengths[cand], -np.inf)
+        best[pos] = cand[np.arange(len(pos)), np.argmax(score, axis=1)]  # first maximum = earliest window
+    assert (np.diff(best) >= 0).all(), "max-context tokens of each window must form one interval"
+    owned_lo = np.searchsorted(best, np.arange(count), side="left")  # [W] paragraph positions
+    owned_hi = np.searchsorted(best, np.arange(count), side="right")
+    empty = owned_lo == owned_hi
+    return np.where(empty, 0, owned_lo - starts), np.where(empty, 0, owned_hi - starts)
 
 
 def _answer_token_spans(examples: Sequence[Example], example_paragraph: np.ndarray, paragraph_base: np.ndarray,
