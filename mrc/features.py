@@ -545,17 +545,19 @@ def _print_counts(store: WindowStore, counts: dict[str, int]) -> None:
     console = Console()
     if store.read_stats:
         console.print(store.read_stats.summary())
-    table = Table(title="windows", show_header=False, title_justify="left")
-    table.add_column("what", style="cyan")
+    table = Table(title="windows", title_justify="left")
+    table.add_column("", style="cyan")
     table.add_column("count", justify="right")
+    table.add_column("")
     padded = counts["tokens"] + counts["padding_to_max_seq_length"]
+    notes = {
+        "padding_to_max_seq_length": f"saved: {counts['padding_to_max_seq_length'] / max(padded, 1):.1%} of "
+                                     f"{padded:,} positions padded to --max_seq_length",
+        "windows_without_answer": f"{counts.get('windows_without_answer', 0) / max(counts['windows'], 1):.1%} of windows",
+        "store_bytes": f"1/{counts['padded_int64_bytes'] / max(counts['store_bytes'], 1):.0f} of the padded int64 tensors",
+    }
     for name, value in counts.items():
-        note = ""
-        if name == "padding_to_max_seq_length":
-            note = f"  (saved: {value / max(padded, 1):.1%} of {padded:,} padded positions)"
-        if name == "windows_without_answer":
-            note = f"  ({value / max(counts['windows'], 1):.1%} of windows)"
-        table.add_row(name.replace("_", " "), f"{value:,}{note}")
+        table.add_row(name.replace("_", " "), f"{value:,}", notes.get(name, ""))
     console.print(table)
     console.print(f"store: {store.folder or 'in memory (--no_cache)'}")
 
