@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,6 @@ def main() -> None:
     require_cuda()
 
     from bench_train import compare, dev_store
-    import warnings
 
     # A GradScaler skipping an fp16 overflow step makes torch warn about the schedule order; expected.
     warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)")
