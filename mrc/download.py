@@ -10,7 +10,6 @@ Only the standard library's urllib is used, so downloading needs no extra depend
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 import http.client
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from mrc.config import field, print_config
+from mrc.config import add_dataclass_args, field, from_args, print_config
 from mrc.errors import MRCError, cli_entry
 
 BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
@@ -106,7 +105,7 @@ BUNDLES: dict[str, Bundle] = {
 
 @dataclass
 class DownloadConfig:
-    bundle: str = field(help="what to fetch: " + ", ".join(BUNDLES), choices=tuple(BUNDLES))
+    bundle: str = field(help="what to fetch: " + ", ".join(BUNDLES), positional=True)
     dir: Path | None = field(None, help="destination folder (default: data/<set> or models/<model> under the current folder)")
     base_url: str | None = field(None, help=f"fetch from this URL prefix instead of the official host (or set ${BASE_URL_ENV})")
 
@@ -249,22 +248,13 @@ def run(cfg: DownloadConfig) -> dict[str, str]:
     return done
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The CLI: one positional (what to fetch) and the optional fields of DownloadConfig."""
-    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(DownloadConfig)}
+@cli_entry
+def main(argv: list[str] | None = None) -> dict[str, str]:
     parser = argparse.ArgumentParser(prog="python -m mrc.download",
                                      description="Download KorQuAD 1.0, KLUE MRC or the KoELECTRA-base-v3 model, "
                                                  "resumable and checksum-verified.")
-    parser.add_argument("bundle", choices=list(BUNDLES), help=helps["bundle"])
-    parser.add_argument("--dir", type=Path, default=None, help=helps["dir"])
-    parser.add_argument("--base_url", default=None, help=helps["base_url"])
-    return parser
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> dict[str, str]:
-    args = build_parser().parse_args(argv)
-    cfg = DownloadConfig(bundle=args.bundle, dir=args.dir, base_url=args.base_url)
+    add_dataclass_args(parser, DownloadConfig)
+    cfg = from_args(DownloadConfig, parser.parse_args(argv))
     print_config(cfg, "download")
     return run(cfg)
 
