@@ -35,7 +35,7 @@ import mrc
 from mrc.config import add_dataclass_args, field, from_args
 from mrc.data import FORMATS, Example, ReadStats, read_examples
 from mrc.errors import MRCError, cli_entry
-from mrc.tokenizer import SpecialTokens, load_tokenizer, special_tokens, tokenizer_fingerprint
+from mrc.tokenizer import BatchEncoder, SpecialTokens, tokenizer_fingerprint
 
 # Bump when the store layout or the meaning of a stored value changes (old caches stop matching).
 STORE_FORMAT = 1
@@ -204,8 +204,7 @@ def build_store(data: str | Path | Sequence[str | Path] | Sequence[Example], mod
     stats = None
     if examples is None:
         examples, stats = read_examples(paths, data_format=data_format)
-    tokenizer = load_tokenizer(model_folder)
-    arrays, meta = build_arrays(examples, tokenizer, special_tokens(model_folder, tokenizer), config, labels=labels)
+    arrays, meta = build_arrays(examples, BatchEncoder.for_folder(model_folder), config, labels=labels)
     meta["read_stats"] = stats.to_dict() if stats else None
     if folder is None:
         return WindowStore(arrays, meta)
@@ -291,16 +290,16 @@ def _write_store_once(arrays: dict[str, np.ndarray], meta: dict[str, Any], folde
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_arrays(examples: Sequence[Example], tokenizer, specials: SpecialTokens, config: WindowConfig, *,
+def build_arrays(examples: Sequence[Example], encoder: BatchEncoder, config: WindowConfig, *,
                  labels: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The pure feature builder: Examples -> store arrays and metadata (one path for train and eval)."""
     if not examples:
         raise MRCError("no questions to build windows from: the input files hold no (kept) questions")
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    vocab_size = encoder.tokenizer.get_vocab_size(with_added_tokens=True)
     id_dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
     example_paragraph, paragraph_texts = _group_paragraphs(examples)
-    context_ids, context_offsets, paragraph_base = _tokenize_paragraphs(tokenizer, paragraph_texts, id_dtype)
-    question_ids, question_base = _tokenize_questions(tokenizer, [ex.question for ex in examples],
+    context_ids, context_offsets, paragraph_base = _tokenize_paragraphs(encoder, paragraph_texts, id_dtype)
+    question_ids, question_base = _tokenize_questions(encoder, [ex.question for ex in examples],
                                                       config.max_query_length, id_dtype)
     para_len = np.diff(paragraph_base)[example_paragraph]  # [E] N per example
     query_len = np.diff(question_base).astype(np.int64)  # [E] Q
@@ -327,7 +326,7 @@ def build_arrays(examples: Sequence[Example], tokenizer, specials: SpecialTokens
         paragraph_text_base=np.concatenate([[0], np.cumsum([len(b) for b in text_bytes])]).astype(np.int64),
     )
     meta = {"config": dataclasses.asdict(config), "has_labels": labels, "example_ids": [ex.id for ex in examples],
-            "specials": dataclasses.asdict(specials), "vocab_size": vocab_size}
+            "specials": dataclasses.asdict(encoder.specials), "vocab_size": vocab_size}
     return arrays, meta
 
 
@@ -342,7 +341,7 @@ def _group_paragraphs(examples: Sequence[Example]) -> tuple[np.ndarray, list[str
     return example_paragraph, texts
 
 
-def _tokenize_paragraphs(tokenizer, texts: list[str], id_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tokenize_paragraphs(encoder: BatchEncoder, texts: list[str], id_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All paragraphs -> flat ids [T], char offsets [T, 2], CSR base [P+1].
 
     One batch call per TOKENIZE_CHUNK texts: the tokenizer's Encoding objects (strings, offsets,
@@ -350,7 +349,7 @@ def _tokenize_paragraphs(tokenizer, texts: list[str], id_dtype) -> tuple[np.ndar
     """
     ids_parts, offset_parts, lengths = [], [], []
     for lo in range(0, len(texts), TOKENIZE_CHUNK):
-        encodings = tokenizer.encode_batch(texts[lo:lo + TOKENIZE_CHUNK], add_special_tokens=False)
+        encodings = encoder.encode(texts[lo:lo + TOKENIZE_CHUNK])
         chunk_lengths = [len(e.ids) for e in encodings]
         total = sum(chunk_lengths)
         ids_parts.append(np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=id_dtype, count=total))
@@ -361,13 +360,12 @@ def _tokenize_paragraphs(tokenizer, texts: list[str], id_dtype) -> tuple[np.ndar
     return np.concatenate(ids_parts), np.concatenate(offset_parts), base
 
 
-def _tokenize_questions(tokenizer, questions: list[str], max_query_length: int, id_dtype) -> tuple[np.ndarray, np.ndarray]:
+def _tokenize_questions(encoder: BatchEncoder, questions: list[str], max_query_length: int,
+                        id_dtype) -> tuple[np.ndarray, np.ndarray]:
     """Question ids truncated to the first `max_query_length` tokens, flat [T] with CSR base [E+1]."""
-    # Offsets are not needed for questions; encode_batch_fast (tokenizers >= 0.20) skips them.
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     kept: list[list[int]] = []
     for lo in range(0, len(questions), 8 * TOKENIZE_CHUNK):
-        kept += [e.ids[:max_query_length] for e in encode(questions[lo:lo + 8 * TOKENIZE_CHUNK], add_special_tokens=False)]
+        kept += [ids[:max_query_length] for ids in encoder.ids(questions[lo:lo + 8 * TOKENIZE_CHUNK])]
     lengths = np.fromiter((len(k) for k in kept), dtype=np.int64, count=len(kept))
     ids = np.fromiter(itertools.chain.from_iterable(kept), dtype=id_dtype, count=int(lengths.sum()))
     return ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from mrc.errors import MRCError
 
@@ -67,6 +69,61 @@ def special_tokens(folder: str | Path, tokenizer: Tokenizer) -> SpecialTokens:
         ids[role] = tid
     return SpecialTokens(cls_id=ids["cls_token"], sep_id=ids["sep_token"], pad_id=ids["pad_token"],
                          unk_id=ids["unk_token"])
+
+
+class BatchEncoder:
+    """`encode_batch(texts, add_special_tokens=False)` of a folder's tokenizer, with the same results, faster.
+
+    A cased BERT normaliser changes a text only where it holds a control or format character, a
+    non-space whitespace character, U+FFFD or a CJK ideograph (characters it drops, maps to a
+    space, or splits off). On every other text it is the identity, so those texts are encoded by a
+    twin tokenizer without the normaliser; that skips a quarter of the tokenizer's time on
+    KorQuAD. Any other normaliser (lowercasing, accents, tokenizer.json pipelines) is always run.
+    """
+
+    # Superset of the characters the normaliser may change, besides what isprintable() rejects.
+    _MAY_CHANGE = re.compile("[\ufffd\u3400-\u9fff\uf900-\ufaff\U00020000-\U0010ffff]")
+
+    def __init__(self, folder: str | Path):
+        self.tokenizer = load_tokenizer(folder)
+        self.specials = special_tokens(folder, self.tokenizer)
+        self._plain = None
+        norm = self.tokenizer.normalizer
+        if isinstance(norm, normalizers.BertNormalizer) and not norm.lowercase and not norm.strip_accents:
+            self._plain = load_tokenizer(folder)
+            self._plain.normalizer = None
+
+    @classmethod
+    def for_folder(cls, folder: str | Path) -> BatchEncoder:
+        """One encoder per folder and tokenizer-file content, reused across builds in a process."""
+        return _cached_encoder(str(Path(folder).resolve()), tokenizer_fingerprint(folder))
+
+    def _normalizer_is_identity(self, text: str) -> bool:
+        return text.isprintable() and not self._MAY_CHANGE.search(text)
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Encodings (ids, char offsets) of `texts`, without special tokens."""
+        return self._split_encode(texts, "encode_batch")
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of `texts`, without special tokens (no offsets: encode_batch_fast, tokenizers >= 0.20)."""
+        method = "encode_batch_fast" if hasattr(self.tokenizer, "encode_batch_fast") else "encode_batch"
+        return [e.ids for e in self._split_encode(texts, method)]
+
+    def _split_encode(self, texts: Sequence[str], method: str) -> list[Encoding]:
+        if self._plain is None:
+            return getattr(self.tokenizer, method)(list(texts), add_special_tokens=False)
+        plain = [self._normalizer_is_identity(t) for t in texts]
+        plain_out = iter(getattr(self._plain, method)([t for t, p in zip(texts, plain) if p], add_special_tokens=False))
+        full_out = iter(getattr(self.tokenizer, method)([t for t, p in zip(texts, plain) if not p],
+                                                        add_special_tokens=False))
+        return [next(plain_out) if p else next(full_out) for p in plain]
+
+
+@lru_cache(maxsize=8)
+def _cached_encoder(folder: str, fingerprint: str) -> BatchEncoder:
+    """`fingerprint` is part of the cache key only: edited tokenizer files give a fresh encoder."""
+    return BatchEncoder(folder)
 
 
 def tokenizer_fingerprint(folder: str | Path) -> str:

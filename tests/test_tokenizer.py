@@ -9,12 +9,12 @@ import pytest
 
 from mrc.data import read_examples
 from mrc.errors import MRCError
-from mrc.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint
+from mrc.tokenizer import BatchEncoder, load_tokenizer, special_tokens, tokenizer_fingerprint
 
 transformers = pytest.importorskip("transformers")
 
 TOY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "café", "hello", "##s", "world", "漢", "字", ".", ","]
-TOY_TEXTS = ["Café HELLOs, Wörld漢字.", "ｈｅｌｌｏ\x07 cafés [SEP] world", "漢字漢 hello\u00a0world"]
+TOY_TEXTS = ["Café HELLOs, Wörld漢字.", "Hello cafés, world.", "ｈｅｌｌｏ\x07 cafés [SEP] world", "漢字漢 hello\u00a0world"]
 
 
 def _ids(tok, texts):
@@ -46,6 +46,21 @@ def test_koelectra_is_cased_and_keeps_hangul_whole(koelectra_folder, hf_koelectr
     assert pair.type_ids == hf_koelectra("질문", "문맥")["token_type_ids"]
 
 
+def test_batch_encoder_equals_the_plain_tokenizer_ids_and_offsets(korquad_dev, koelectra_folder):
+    """The encoder skips the normaliser on texts it leaves unchanged; results must not change."""
+    examples, _ = read_examples(korquad_dev)
+    tricky = ["줄\n바꿈", "탭\t문자", "nbsp\u00a0공백", "폭없는\u200b공백", "제어\x07문자", "대체\ufffd문자", "漢字섞인문장",
+              "\u3000전각공백", "[SEP]문자", "𠀀확장한자", "정상 문장, 부호! (괄호) 123.", ""]
+    texts = sorted({ex.context for ex in examples}) + [ex.question for ex in examples] + tricky
+    encoder = BatchEncoder(koelectra_folder)
+    reference = load_tokenizer(koelectra_folder).encode_batch(texts, add_special_tokens=False)
+    ours = encoder.encode(texts)
+    assert [e.ids for e in ours] == [e.ids for e in reference]
+    assert [e.offsets for e in ours] == [e.offsets for e in reference]
+    assert encoder.ids(texts) == [e.ids for e in reference]
+    assert sum(map(encoder._normalizer_is_identity, texts)) > len(texts) // 2  # the fast path is taken
+
+
 def test_special_token_ids_come_from_the_vocab(koelectra_folder, hf_koelectra):
     sp = special_tokens(koelectra_folder, load_tokenizer(koelectra_folder))
     assert (sp.cls_id, sp.sep_id, sp.pad_id, sp.unk_id) == (hf_koelectra.cls_token_id, hf_koelectra.sep_token_id,
@@ -63,7 +78,9 @@ def test_do_lower_case_switches_lowercasing_and_accent_stripping(toy_folder, low
     config = {"do_lower_case": lower, "tokenizer_class": "BertTokenizer"}
     (toy_folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     hf = transformers.AutoTokenizer.from_pretrained(str(toy_folder))
-    assert _ids(load_tokenizer(toy_folder), TOY_TEXTS) == hf(TOY_TEXTS, add_special_tokens=False)["input_ids"]
+    expected = hf(TOY_TEXTS, add_special_tokens=False)["input_ids"]
+    assert _ids(load_tokenizer(toy_folder), TOY_TEXTS) == expected
+    assert BatchEncoder(toy_folder).ids(TOY_TEXTS) == expected
 
 
 def test_tokenizer_json_is_loaded_as_is(toy_folder, tmp_path_factory):
