@@ -141,8 +141,8 @@ def sha256_of(path: Path) -> str:
 
 def manual_instructions(bundle: Bundle, dest: Path) -> str:
     """How to place the files by hand on a machine that cannot reach the host."""
-    lines = [f"To install by hand, fetch these files on a machine with internet access (see {bundle.homepage})",
-             f"and copy them into {dest}/ :"]
+    lines = [f"To place the files by hand, fetch these on a machine with internet access (see {bundle.homepage})",
+             f"and copy them into {dest}/ under these names:"]
     for f in bundle.files:
         facts = ", ".join(x for x in (f"{f.size:,} bytes" if f.size else "",
                                       f"sha256 {f.sha256}" if f.sha256 else "") if x)
@@ -212,8 +212,8 @@ def download_file(bundle: Bundle, remote: RemoteFile, dest: Path, base_url: str,
             reason = getattr(e, "reason", e)
             kept = (f" The {part.stat().st_size:,} bytes received so far are kept in {part}; "
                     "re-running resumes from there.") if part.exists() and part.stat().st_size else ""
-            raise MRCError(f"could not download {url}: {reason}.{kept}\n"
-                           f"If this machine is offline: {manual_instructions(bundle, dest)}") from None
+            raise MRCError(f"could not download {url}: {reason}. Is this machine offline?{kept}\n"
+                           f"{manual_instructions(bundle, dest)}") from None
     ok, why = file_matches(part, remote)
     if not ok:
         part.unlink()

@@ -163,7 +163,7 @@ def test_offline_error_says_which_files_to_place_where(tmp_path, capsys):
         main(["korquad", "--dir", str(dest), "--base_url", f"http://127.0.0.1:{_closed_port()}"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "could not download" in err and "offline" in err
+    assert "could not download" in err and "offline" in err and "by hand" in err
     for f in BUNDLES["korquad"].files:
         assert f.name in err and f.sha256 in err
     assert str(dest) in err and "re-run" in err.lower()
