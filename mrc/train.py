@@ -419,7 +419,7 @@ def collate_to_device(store, rows: np.ndarray, device: torch.device) -> dict[str
 class StepResult:
     """Device tensors of one optimizer step (read on the host only at logging intervals)."""
 
-    loss: torch.Tensor        # this rank's share of the global-batch mean loss
+    loss: torch.Tensor        # sum of micro-batch mean losses x weights; its mean over ranks = global-batch mean
     grad_norm: torch.Tensor   # before clipping; inf/nan on an fp16 overflow step (then skipped)
 
 
@@ -732,7 +732,8 @@ class IntervalStats:
 def log_interval(trainer: Trainer, interval: IntervalStats, last: StepResult, step: int, epoch_progress: float,
                  ctx: dist.DistContext) -> dict[str, Any]:
     """The metrics.jsonl entry of an interval (host syncs: logging time only)."""
-    loss = dist.all_reduce_sum(interval.loss.clone(), ctx) / max(1, interval.steps)
+    # The mean over ranks of the per-step StepResult.loss is the global-batch mean loss.
+    loss = dist.all_reduce_sum(interval.loss.clone(), ctx) / (ctx.world_size * max(1, interval.steps))
     elapsed = time.perf_counter() - interval.started
     return {
         "step": step,
@@ -852,10 +853,11 @@ def evaluate_checkpoints(cfg: TrainConfig, eval_set: EvalSet, ctx: dist.DistCont
         table.add_row(label, folder, f"{scores.get('exact_match', float('nan')):.2f}",
                       f"{scores.get('f1', float('nan')):.2f}")
     report.console.print(table)
-    best = results.best()
-    if best is not None:
-        report.say(f"best by F1: {best} ({evaluated.get(best, cfg.output_dir)}), "
-                   f"F1 {results.results[best]['f1']:.2f}")
+    scored = [label for label in evaluated if "f1" in results.results.get(label, {})]
+    if scored:
+        best = max(scored, key=lambda label: results.results[label]["f1"])
+        report.say(f"best by F1: step {best}, {evaluated[best]} (F1 {results.results[best]['f1']:.2f}, "
+                   f"EM {results.results[best]['exact_match']:.2f})")
 
 
 # What gloo and NCCL say when another rank died or stopped answering.
