@@ -285,7 +285,7 @@ def _write_store_once(arrays: dict[str, np.ndarray], meta: dict[str, Any], folde
             os.rename(tmp, folder)
         except OSError:
             if not (folder / "meta.json").is_file():
-                raise
+                raise MRCError(f"{folder} exists but is not a finished window store; delete it and run again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
