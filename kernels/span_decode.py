@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 NEG_INF = float("-inf")
+# Logit elements per chunk of windows: about 1 MiB of float32 on CPU (cache-sized), big on GPU.
+CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class WindowSpans:
     context_end: Tensor     # one past the last context token: query_length + 2 + context_length
     start_begin: Tensor     # max-context interval [start_begin, start_end): where a span may start
     start_end: Tensor
+
+
+    def take(self, rows: Tensor) -> WindowSpans:
+        """The bounds of windows `rows` only."""
+        return WindowSpans(self.context_begin[rows], self.context_end[rows], self.start_begin[rows],
+                           self.start_end[rows])
 
 
 @dataclass(frozen=True)
@@ -55,21 +63,68 @@ class SpanCandidates:
 def top_k_stable(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The k largest values of each row, largest first, equal values in index order.
 
-    values: `[R, M]` without NaN. Returns (values `[R, k]`, indices `[R, k]`), k clipped to M.
-    At the k-th place, equal values are taken earliest index first, so the kept set does not
-    depend on the device's topk either.
+    values: `[R, M]`. Returns (values `[R, k]`, distinct indices `[R, k]`), k clipped to M.
     """
-    rows, width = values.shape
-    k = min(k, width)
-    kth = values.topk(k, dim=1).values[:, -1:]                   # [R, 1]
-    above = values > kth                                         # [R, M]
-    ties = values == kth                                         # [R, M]
-    room = k - above.sum(dim=1, keepdim=True)                    # [R, 1] tied places still free
-    keep = above | (ties & (ties.cumsum(dim=1) <= room))         # [R, M] exactly k per row
-    index = keep.nonzero()[:, 1].view(rows, k)                   # [R, k] ascending
+    index = top_k_indices(values, k)                             # [R, k] ascending
     picked = values.gather(1, index)                             # [R, k]
     order = picked.sort(dim=1, descending=True, stable=True).indices
     return picked.gather(1, order), index.gather(1, order)
+
+
+def top_k_indices(values: Tensor, k: int) -> Tensor:
+    """Indices `[R, k]` of the k largest values of each row, in ascending index order.
+
+    At the k-th place, equal values are taken earliest index first, so the kept set does not
+    depend on the device's topk either. Wide rows are searched in two levels (see
+    `_top_k_set_by_blocks`): on CPU topk costs ~10 ns per value, a block max well under 1.
+    """
+    width = values.shape[1]
+    k = min(k, width)
+    block = int((width / k) ** 0.5)         # balances reading M / block maxima against k * block values
+    if block >= 3 and width // block > k:
+        index = _top_k_set_by_blocks(values, k, block)
+    else:
+        index = _top_k_set(values, k)
+    return index.sort(dim=1).values
+
+
+def _top_k_set(values: Tensor, k: int) -> Tensor:
+    """Indices `[R, k]` (in no order) of the k largest values, ties at the k-th place to the earliest."""
+    width = values.shape[1]
+    probe = values.topk(min(k + 1, width), dim=1)                # [R, k+1] largest first
+    index = probe.indices[:, :k]                                 # [R, k]
+    if width > k:
+        kth = probe.values[:, k - 1]
+        # The kept set is ambiguous only where the k-th value ties with the next one.
+        ambiguous = (kth == probe.values[:, k]).nonzero()[:, 0]  # [R'] (few rows)
+        if len(ambiguous):
+            index = index.index_put((ambiguous,), _earliest_top_k(values[ambiguous], kth[ambiguous], k))
+    return index
+
+
+def _earliest_top_k(values: Tensor, kth: Tensor, k: int) -> Tensor:
+    """Indices `[R, k]` of the values above `kth` plus the earliest ones equal to it."""
+    above = values > kth[:, None]                                # [R, M]
+    ties = values == kth[:, None]                                # [R, M]
+    room = k - above.sum(dim=1, keepdim=True)                    # [R, 1] tied places still free
+    keep = above | (ties & (ties.cumsum(dim=1) <= room))         # [R, M] exactly k per row
+    return keep.nonzero()[:, 1].view(len(values), k)
+
+
+def _top_k_set_by_blocks(values: Tensor, k: int, block: int) -> Tensor:
+    """`_top_k_set` reading only the k blocks of `block` values with the largest maxima.
+
+    Exact: a value outside those blocks has k block maxima at least as large ahead of it, and
+    where maxima tie at the k-th place the earliest block holds the earliest equal values.
+    The -inf padding of the last block sits after every real value, so it is never kept.
+    """
+    rows, width = values.shape
+    blocks = -(-width // block)
+    padded = F.pad(values, (0, blocks * block - width), value=NEG_INF)               # [R, nb * B]
+    maxima = padded.view(rows, blocks, block).amax(dim=2)                             # [R, nb]
+    chosen = top_k_indices(maxima, k)                                                 # [R, k] ascending
+    columns = (chosen[:, :, None] * block + torch.arange(block, device=values.device)).view(rows, -1)
+    return columns.gather(1, _top_k_set(padded.gather(1, columns), k))                # [R, k]
 
 
 def sliding_max(x: Tensor, width: int) -> Tensor:
@@ -86,11 +141,10 @@ def sliding_max(x: Tensor, width: int) -> Tensor:
 
 
 def masked_logits(logits: Tensor, begin: Tensor, end: Tensor) -> Tensor:
-    """logits as float32 `[N, T]` with -inf outside [begin, end) of each row (and at NaN)."""
-    logits = logits.float()
+    """logits as float32 `[N, T]` with -inf outside [begin, end) of each row."""
     pos = torch.arange(logits.shape[1], device=logits.device)    # [T]
     inside = (pos >= begin[:, None]) & (pos < end[:, None])      # [N, T]
-    return torch.where(inside & ~logits.isnan(), logits, NEG_INF)
+    return torch.where(inside, logits.float(), NEG_INF)
 
 
 def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans,
@@ -98,33 +152,56 @@ def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: Wind
     """The k best valid spans of every window (exact, see the module doc).
 
     start_logits, end_logits: `[N, T]`, any float dtype; values outside the context (padding
-    included) may be anything, they are masked here.
+    included) may be anything, they are masked here. Windows are searched in chunks of similar
+    context end: each chunk is cut to its own longest window (less padding) and, on CPU, stays
+    small enough to live in cache.
     """
+    n, length = start_logits.shape
+    device = start_logits.device
+    k = min(k, length)
+    out = SpanCandidates(
+        score=torch.full((n, k), NEG_INF, device=device),
+        start=torch.zeros((n, k), dtype=torch.long, device=device),
+        end=torch.zeros((n, k), dtype=torch.long, device=device),
+        start_logit=torch.full((n, k), NEG_INF, device=device),
+        end_logit=torch.full((n, k), NEG_INF, device=device),
+    )
+    context_end = windows.context_end.clamp(max=length)
+    order = torch.argsort(context_end, stable=True)                                   # [N] shortest first
+    chunk_widths = context_end[order].tolist()                                        # host sync, once
+    rows_per_chunk = max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"]) // length)
+    for lo in range(0, n, rows_per_chunk):
+        rows = order[lo:lo + rows_per_chunk]
+        width = max(1, chunk_widths[min(lo + rows_per_chunk, n) - 1])
+        part = _top_spans_dense(start_logits[rows, :width], end_logits[rows, :width], windows.take(rows),
+                                max_answer_length, k)
+        kept = part.score.shape[1]
+        for name in ("score", "start", "end", "start_logit", "end_logit"):
+            getattr(out, name)[rows, :kept] = getattr(part, name)
+    return out
+
+
+def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans,
+                     max_answer_length: int, k: int) -> SpanCandidates:
+    """`top_spans_per_window` on one chunk, all rows padded to the same width T."""
     n = start_logits.shape[0]
     width = max_answer_length
-    start = masked_logits(start_logits, windows.start_begin, windows.start_end)      # [N, T]
-    end = masked_logits(end_logits, windows.context_begin, windows.context_end)      # [N, T]
-    row_best = start + sliding_max(end, width)                                        # [N, T]
-    _, rows = top_k_stable(row_best, k)                                               # [N, k]
-    rows = rows.sort(dim=1).values      # position order, so flat index order is (start, end)
+    start = masked_logits(start_logits, windows.start_begin, windows.start_end)      # [n, T]
+    end = masked_logits(end_logits, windows.context_begin, windows.context_end)      # [n, T]
+    row_best = start + sliding_max(end, width)                                        # [n, T]
+    rows = top_k_indices(row_best, k)   # [n, k] in position order, so flat band order is (start, end)
+    k_rows = rows.shape[1]
 
-    end_padded = F.pad(end, (0, width), value=NEG_INF)                                # [N, T + A]
-    band_ends = rows[:, :, None] + torch.arange(width, device=rows.device)           # [N, k, A]
-    band_end_logit = end_padded.gather(1, band_ends.view(n, -1))                      # [N, k*A]
-    band_start_logit = start.gather(1, rows).repeat_interleave(width, dim=1)          # [N, k*A]
-    score, flat = top_k_stable(band_start_logit + band_end_logit, k)                  # [N, k]
-
-    span_start = rows.gather(1, flat // width)                                        # [N, k]
-    span_end = span_start + flat % width                                              # [N, k]
+    end_padded = F.pad(end, (0, width), value=NEG_INF)                                # [n, T + A]
+    band_ends = rows[:, :, None] + torch.arange(width, device=rows.device)           # [n, k, A]
+    band_end_logit = end_padded.gather(1, band_ends.view(n, -1))                      # [n, k*A]
+    row_start_logit = start.gather(1, rows)                                           # [n, k]
+    band = (row_start_logit[:, :, None] + band_end_logit.view(n, k_rows, width)).view(n, -1)   # [n, k*A]
+    score, flat = top_k_stable(band, k)                                               # [n, k]
     return SpanCandidates(
         score=score,
-        start=span_start,
-        end=span_end,
-        start_logit=band_start_logit.gather(1, flat),
+        start=rows.gather(1, flat // width),
+        end=rows.gather(1, flat // width) + flat % width,
+        start_logit=row_start_logit.gather(1, flat // width),
         end_logit=band_end_logit.gather(1, flat),
     )
-
-
-def null_scores(start_logits: Tensor, end_logits: Tensor) -> Tensor:
-    """Score of the "no answer" span (CLS, CLS) per window: `[N]` float32."""
-    return start_logits[:, 0].float() + end_logits[:, 0].float()

@@ -21,29 +21,70 @@ Semantics (those of HF `postprocess_qa_predictions`, the legacy decoder, except 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from kernels.span_decode import (NEG_INF, SpanCandidates, WindowSpans, null_scores, top_k_stable,
-                                 top_spans_per_window)
+from kernels.span_decode import NEG_INF, SpanCandidates, WindowSpans, top_k_stable, top_spans_per_window
 from mrc.io import atomic_write_text
 
 
-@dataclass
-class Prediction:
-    """The answer to one example. Offsets index the example's context (paragraph text)."""
+NBEST_KEYS = ("text", "probability", "start_logit", "end_logit", "char_start", "char_end")
+NBEST_FILE_KEYS = ("text", "probability", "start_logit", "end_logit")     # nbest_predictions.json, as the seed
 
-    example_id: str
-    text: str                # "" when the example is judged unanswerable (or has no valid span)
-    char_start: int          # -1 for ""
-    char_end: int            # exclusive; -1 for ""
-    score: float             # start_logit + end_logit of the answer (the null score for "")
-    nbest: list[dict] = field(default_factory=list)   # text, probability, start_logit, end_logit, char_start, char_end
-    null_score_diff: float | None = None   # null score - best span score; only with a threshold
+
+class NBestTable:
+    """The n-best entries of every decoded example as columns `[E, n+1]`; a row becomes dicts on demand.
+
+    Building ~20 dicts per question costs more than the whole tensor search, and evaluation
+    during training reads only the answers, so `Prediction.nbest` is built on first access.
+    """
+
+    def __init__(self, contexts: list[str], count: np.ndarray, char_start: np.ndarray, char_end: np.ndarray,
+                 start_logit: np.ndarray, end_logit: np.ndarray, probability: np.ndarray):
+        self.contexts = contexts            # [E] context text of each example
+        self.count = count                  # [E] entries in use (a prefix of each row)
+        self.columns = (char_start, char_end, start_logit, end_logit, probability)
+
+    def entries(self, e: int) -> list[dict]:
+        """The n-best of example row e, best first; the null entry has text "" at char -1..-1."""
+        context, count = self.contexts[e], int(self.count[e])
+        rows = zip(*(column[e, :count].tolist() for column in self.columns))
+        return [{"text": context[lo:hi] if lo >= 0 else "", "probability": p, "start_logit": sl,
+                 "end_logit": el, "char_start": lo, "char_end": hi} for lo, hi, sl, el, p in rows]
+
+
+class Prediction:
+    """The answer to one example. Offsets index the example's context (paragraph text).
+
+    text is "" (char_start = char_end = -1) when the example is judged unanswerable or has no
+    valid span; score is start_logit + end_logit of the answer (the null score for "");
+    null_score_diff = null score - best span score, set only when decoding with a threshold.
+    """
+
+    __slots__ = ("example_id", "text", "char_start", "char_end", "score", "null_score_diff", "_nbest", "_table",
+                 "_row")
+
+    def __init__(self, example_id: str, text: str, char_start: int, char_end: int, score: float,
+                 nbest: list[dict] | None = None, null_score_diff: float | None = None,
+                 table: NBestTable | None = None, row: int = -1):
+        self.example_id, self.text, self.char_start, self.char_end = example_id, text, char_start, char_end
+        self.score, self.null_score_diff = score, null_score_diff
+        self._nbest, self._table, self._row = nbest if nbest is not None else [], table, row
+
+    @property
+    def nbest(self) -> list[dict]:
+        """Entries best first, each with the keys NBEST_KEYS; probabilities sum to 1."""
+        if self._table is not None:
+            self._nbest, self._table = self._table.entries(self._row), None
+        return self._nbest
+
+    def __repr__(self) -> str:
+        return (f"Prediction(example_id={self.example_id!r}, text={self.text!r}, char_start={self.char_start}, "
+                f"char_end={self.char_end}, score={self.score}, null_score_diff={self.null_score_diff})")
 
 
 @dataclass(frozen=True)
@@ -105,14 +146,13 @@ def merge_per_example(cands: SpanCandidates, first: Tensor, counts: Tensor, n: i
                         start_logit=pick(cands.start_logit), end_logit=pick(cands.end_logit))
 
 
-def min_null_per_example(start_logits: Tensor, end_logits: Tensor, first: Tensor,
-                         counts: Tensor) -> tuple[Tensor, Tensor]:
-    """(null score `[E]`, row of the window holding it `[E]`): the minimum over each example's windows.
+def min_null_per_example(null: Tensor, first: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """(null score `[E]`, row of the window holding it `[E]`): the minimum of `null` `[N]` over
+    each example's windows.
 
     The minimum, as the legacy decoder: the window that sees the answer worst decides how
     answerable the example is. Equal minima go to the earliest window.
     """
-    null = null_scores(start_logits, end_logits)                                                # [N]
     groups, most = len(counts), int(counts.max())
     group_of_row = torch.repeat_interleave(torch.arange(groups, device=counts.device), counts)
     slot = torch.arange(len(null), device=null.device) - first[group_of_row]
@@ -175,82 +215,77 @@ def decode(start_logits, end_logits, store, window_indices, n_best_size: int, ma
         raise ValueError("window_indices repeats a window; each window must be decoded once")
 
     device = start_logits.device
+    cands = top_spans_per_window(start_logits, end_logits, window_spans(store, window_indices, device),
+                                 max_answer_length, n_best_size)
+    # From here on rows are in store order, so each example's windows are consecutive.
     rows = torch.from_numpy(order).to(device)
-    start_logits, end_logits = start_logits[rows], end_logits[rows]            # [N, T] store order
+    cands = SpanCandidates(*(t[rows] for t in (cands.score, cands.start, cands.end, cands.start_logit,
+                                                cands.end_logit)))
+    cls_start, cls_end = start_logits[rows, 0].float(), end_logits[rows, 0].float()   # [N]
     example_of_row = torch.from_numpy(np.asarray(store.windows.example_index)[windows].astype(np.int64))
     examples, first, counts = example_groups(example_of_row.to(device))
 
-    cands = top_spans_per_window(start_logits, end_logits, window_spans(store, windows, device),
-                                 max_answer_length, n_best_size)
     best = merge_per_example(cands, first, counts, n_best_size)
     null = null_row = None
     if null_score_diff_threshold is not None:
-        null, null_row = min_null_per_example(start_logits, end_logits, first, counts)
-    return _predictions(store, windows, examples, best, start_logits, end_logits, null, null_row,
+        null, null_row = min_null_per_example(cls_start + cls_end, first, counts)
+    return _predictions(store, windows, examples, best, cls_start, cls_end, null, null_row,
                         null_score_diff_threshold)
 
 
 def _predictions(store, windows: np.ndarray, examples: Tensor, best: ExampleSpans,
-                 start_logits: Tensor, end_logits: Tensor, null: Tensor | None,
+                 cls_start: Tensor, cls_end: Tensor, null: Tensor | None,
                  null_row: Tensor | None, threshold: float | None) -> list[Prediction]:
-    """Host side: char offsets and text for every n-best entry, then the Prediction records."""
-    entry_score, is_null, span_index = nbest_layout(best.score, null)
-    probs = probabilities(entry_score).cpu().numpy()                               # [E, n+1]
-    entry_score = entry_score.cpu().numpy()
-    is_null = is_null.cpu().numpy()
-    span_index = span_index.cpu().numpy()
-
+    """Host side: char offsets and text of the answers, and the n-best table behind them."""
+    entry_score, is_null, span_index = nbest_layout(best.score, null)              # [E, n+1]
+    probs = probabilities(entry_score).cpu().numpy()
+    entry_score, is_null, span_index = (t.cpu().numpy() for t in (entry_score, is_null, span_index))
     span_score = best.score.cpu().numpy()                                          # [E, n]
-    valid = np.isfinite(span_score)
-    window_of_span = windows[best.row.cpu().numpy()]
-    char_start = np.full(span_score.shape, -1, dtype=np.int64)
-    char_end = np.full(span_score.shape, -1, dtype=np.int64)
-    cs, ce = store.window_char_spans(window_of_span[valid], best.start.cpu().numpy()[valid],
-                                     best.end.cpu().numpy()[valid])
-    char_start[valid], char_end[valid] = cs, ce
-    start_logit = best.start_logit.cpu().numpy()
-    end_logit = best.end_logit.cpu().numpy()
-    if null is not None:
-        null_np = null.cpu().numpy()
-        null_rows = null_row.cpu()
-        null_start_logit = start_logits[null_rows, 0].float().cpu().numpy()
-        null_end_logit = end_logits[null_rows, 0].float().cpu().numpy()
+    char_start, char_end = _span_chars(store, windows, best, np.isfinite(span_score))
 
-    example_ids = store.example_ids
-    example_paragraph = np.asarray(store.example_paragraph)
-    paragraph_cache: dict[int, str] = {}
+    null_score = null_start = null_end = None
+    if null is not None:
+        null_score = null.cpu().numpy()                                            # [E]
+        null_start = cls_start[null_row].cpu().numpy()[:, None]
+        null_end = cls_end[null_row].cpu().numpy()[:, None]
+
+    def entries(span_values: np.ndarray, null_values) -> np.ndarray:
+        """A per-span column `[E, n]` laid out as the n-best entries `[E, n+1]`."""
+        values = np.take_along_axis(span_values, span_index, axis=1)
+        return np.where(is_null, null_values, values) if null is not None else values
+
+    example_list = examples.cpu().tolist()
+    paragraphs = np.asarray(store.example_paragraph)[example_list].tolist()
+    texts = {p: store.paragraph_texts(p) for p in dict.fromkeys(paragraphs)}
+    contexts = [texts[p] for p in paragraphs]
+    table = NBestTable(contexts, np.isfinite(entry_score).sum(axis=1),   # finite entries form a prefix
+                       entries(char_start, -1), entries(char_end, -1),
+                       entries(best.start_logit.cpu().numpy(), null_start),
+                       entries(best.end_logit.cpu().numpy(), null_end), probs)
+
+    best_score, best_start, best_end = span_score[:, 0].tolist(), char_start[:, 0].tolist(), char_end[:, 0].tolist()
+    diffs = (null_score - span_score[:, 0]).tolist() if null is not None else None
     out = []
-    for e, example in enumerate(examples.cpu().tolist()):
-        paragraph = int(example_paragraph[example])
-        if paragraph not in paragraph_cache:
-            paragraph_cache[paragraph] = store.paragraph_texts(paragraph)
-        context = paragraph_cache[paragraph]
-        nbest = []
-        for place in range(entry_score.shape[1]):
-            if not np.isfinite(entry_score[e, place]):
-                continue
-            if is_null[e, place]:
-                nbest.append({"text": "", "probability": float(probs[e, place]),
-                              "start_logit": float(null_start_logit[e]), "end_logit": float(null_end_logit[e]),
-                              "char_start": -1, "char_end": -1})
-                continue
-            s = span_index[e, place]
-            lo, hi = int(char_start[e, s]), int(char_end[e, s])
-            nbest.append({"text": context[lo:hi], "probability": float(probs[e, place]),
-                          "start_logit": float(start_logit[e, s]), "end_logit": float(end_logit[e, s]),
-                          "char_start": lo, "char_end": hi})
-        has_span = bool(valid[e, 0])
-        pred = Prediction(example_id=example_ids[example], text="", char_start=-1, char_end=-1,
-                          score=float(span_score[e, 0]), nbest=nbest)
-        if has_span:
-            lo, hi = int(char_start[e, 0]), int(char_end[e, 0])
-            pred.text, pred.char_start, pred.char_end = context[lo:hi], lo, hi
-        if null is not None:
-            pred.null_score_diff = float(null_np[e] - span_score[e, 0])
-            if not has_span or pred.null_score_diff > threshold:
-                pred.text, pred.char_start, pred.char_end, pred.score = "", -1, -1, float(null_np[e])
+    for e, example in enumerate(example_list):
+        lo, hi = best_start[e], best_end[e]
+        pred = Prediction(store.example_ids[example], contexts[e][lo:hi] if lo >= 0 else "", lo, hi, best_score[e],
+                          table=table, row=e)
+        if diffs is not None:
+            pred.null_score_diff = diffs[e]
+            if lo < 0 or diffs[e] > threshold:
+                pred.text, pred.char_start, pred.char_end, pred.score = "", -1, -1, float(null_score[e])
         out.append(pred)
     return out
+
+
+def _span_chars(store, windows: np.ndarray, best: ExampleSpans, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paragraph char offsets `[E, n]` of the n-best spans; -1 where there is no span."""
+    char_start = np.full(valid.shape, -1, dtype=np.int64)
+    char_end = np.full(valid.shape, -1, dtype=np.int64)
+    window_of_span = windows[best.row.cpu().numpy()[valid]]
+    char_start[valid], char_end[valid] = store.window_char_spans(
+        window_of_span, best.start.cpu().numpy()[valid], best.end.cpu().numpy()[valid])
+    return char_start, char_end
 
 
 def write_predictions(predictions: list[Prediction], predictions_path: Path, nbest_path: Path | None = None,
@@ -265,8 +300,7 @@ def write_predictions(predictions: list[Prediction], predictions_path: Path, nbe
     atomic_write_text(Path(predictions_path), dump({p.example_id: p.text for p in predictions}),
                       overwrite=overwrite)
     if nbest_path is not None:
-        nbest = {p.example_id: [{key: entry[key] for key in ("text", "probability", "start_logit", "end_logit")}
-                                for entry in p.nbest] for p in predictions}
+        nbest = {p.example_id: [{key: entry[key] for key in NBEST_FILE_KEYS} for entry in p.nbest] for p in predictions}
         atomic_write_text(Path(nbest_path), dump(nbest), overwrite=overwrite)
     if null_odds_path is not None:
         odds = {p.example_id: p.null_score_diff for p in predictions if p.null_score_diff is not None}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.span_decode import WindowSpans, sliding_max, top_k_stable, top_spans_per_window
+from kernels.span_decode import CHUNK_ELEMENTS, WindowSpans, sliding_max, top_k_stable, top_spans_per_window
 
 
 def random_geometry(rng: np.random.Generator, n: int, width: int) -> WindowSpans:
@@ -44,7 +44,9 @@ def kernel_lists(cands) -> list[list[tuple[float, int, int]]]:
 
 
 @pytest.mark.parametrize("max_answer_length", [1, 5, 30])
-def test_k_best_spans_equal_brute_force_on_random_logits(max_answer_length):
+@pytest.mark.parametrize("chunk_elements", [1 << 9, 1 << 18])     # many chunks of different widths; one chunk
+def test_k_best_spans_equal_brute_force_on_random_logits(max_answer_length, chunk_elements, monkeypatch):
+    monkeypatch.setitem(CHUNK_ELEMENTS, "cpu", chunk_elements)
     rng = np.random.default_rng(max_answer_length)
     n, width, k = 40, 64, 7
     spans = random_geometry(rng, n, width)
@@ -119,11 +121,14 @@ def test_start_and_end_logits_of_each_span_add_up_to_its_score():
     assert torch.equal(got.score[valid], (got.start_logit + got.end_logit)[valid])
 
 
-def test_top_k_stable_orders_equal_values_by_index():
-    values = torch.randint(0, 4, (50, 30)).float()
-    got_values, got_index = top_k_stable(values, 9)
+@pytest.mark.parametrize("width, k", [(30, 9), (601, 20)])     # one level; two levels (blocks of 5)
+def test_top_k_stable_orders_equal_values_by_index(width, k):
+    values = torch.randint(0, 4, (50, width)).float()
+    values[:10, 3:] = float("-inf")            # rows with fewer than k finite values
+    values[10:20] = torch.randn(10, width)     # rows without ties
+    got_values, got_index = top_k_stable(values, k)
     for row, vals, idx in zip(values.tolist(), got_values.tolist(), got_index.tolist()):
-        expected = sorted(range(len(row)), key=lambda i: (-row[i], i))[:9]
+        expected = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]
         assert idx == expected
         assert vals == [row[i] for i in expected]
 
