@@ -143,7 +143,11 @@ def test_train_py_end_to_end(tiny_model, korquad_train_subset, korquad_dev, cach
 # weight, and it would blow rounding noise on zero-gradient parameters up to full steps);
 # max_grad_norm 100 computes the norm without clipping, which is scale-invariant too.
 EQUIVALENCE = ("--learning_rate", "0.02", "--adam_epsilon", "1", "--max_grad_norm", "100", "--max_steps", "6",
-               "--logging_steps", "0", "--save_steps", "0", "--max_train_samples", "3")
+               "--logging_steps", "3", "--save_steps", "0", "--max_train_samples", "3")
+
+
+def logged_losses(out: Path) -> np.ndarray:
+    return np.array([e["loss"] for e in metrics(out)])
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +172,7 @@ def test_accumulation_matches_bigger_micro_batch(reference_run, tiny_model, korq
     trained = weights(out)
     assert max_difference(trained, weights(tiny_model)) > 1e-4  # the steps did move the weights
     assert max_difference(trained, weights(reference_run)) <= 1e-5
+    assert np.allclose(logged_losses(out), logged_losses(reference_run), rtol=0, atol=1e-5)
 
 
 def test_two_process_ddp_matches_one_process(reference_run, tiny_model, korquad_train_subset, cache_dir, tmp_path):
@@ -180,6 +185,7 @@ def test_two_process_ddp_matches_one_process(reference_run, tiny_model, korquad_
     assert result.returncode == 0, result.stderr
     assert "2 process(es) on cpu" in result.stderr and "= 4 windows per step" in result.stderr
     assert max_difference(weights(out), weights(reference_run)) <= 1e-5
+    assert np.allclose(logged_losses(out), logged_losses(reference_run), rtol=0, atol=1e-5)  # mean over ranks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,6 +386,29 @@ def test_non_empty_output_dir_is_refused(tiny_model, korquad_train_subset, cache
 
 # ---------------------------------------------------------------------------------------------
 # Epoch sampling
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_unanswerable_questions_train_toward_cls_only_with_v2(v2, tiny_model, klue_train, cache_dir, tmp_path):
+    from mrc.data import read_examples
+    from mrc.dist import DistContext
+    from mrc.train import Reporter, load_train_data
+
+    cfg = cli().parse_args(["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path), "--do_train",
+                            "--train_file", str(klue_train), "--max_seq_length", "128", "--doc_stride", "48",
+                            "--cache_dir", str(cache_dir)] + (["--version_2_with_negative"] if v2 else []))
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    report = Reporter(ctx, tmp_path)
+    data = load_train_data(cfg, tiny_model, ctx, report)
+    impossible = {ex.id for ex in read_examples([klue_train])[0] if ex.is_impossible}
+    assert len(impossible) == 45
+    trained = {data.store.example_ids[e] for e in np.unique(data.store.windows.example_index)}
+    if v2:
+        assert impossible <= trained
+        rows = np.isin(np.asarray(data.store.example_ids)[data.store.windows.example_index], list(impossible))
+        assert data.is_negative[rows].all()  # every window of an unanswerable question is labelled CLS
+    else:
+        assert not impossible & trained
 
 
 def sampling_data(n_files: int = 1):
