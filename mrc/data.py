@@ -191,7 +191,8 @@ def _get(obj: dict, key: str, kind: type | tuple[type, ...], loc: _Loc, *, requi
             raise loc.error(f"missing {key!r}; every entry here needs one")
         return default
     value = obj[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int,))):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # JSON true is no number
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise (loc / key).error(f"must be {_article(names)}, got {type(value).__name__} {_short(value)}")
     return value
