@@ -121,6 +121,8 @@ def test_duplicate_ids_are_an_error_across_files(tmp_path):
 @pytest.mark.parametrize("qa, where, what", [
     ({"id": "x", "question": "q", "answers": [{"text": "서울", "answer_start": "0"}]},
      r"qas\[0\]\.answers\[0\]\.answer_start", "must be an integer"),
+    ({"id": "x", "question": "q", "answers": [{"text": "서울", "answer_start": True}]},
+     r"qas\[0\]\.answers\[0\]\.answer_start", "must be an integer, got bool"),
     ({"id": "x", "question": "q", "answers": [{"answer_start": 0}]}, r"qas\[0\]\.answers\[0\]", "missing 'text'"),
     ({"id": "x", "answers": []}, r"qas\[0\]", "missing 'question'"),
     ({"question": "q", "answers": []}, r"qas\[0\]", "missing 'id' or 'guid'"),

@@ -297,6 +297,11 @@ def test_crashed_build_is_never_used(korquad_train_subset, koelectra_folder, tmp
     assert store.folder.name.startswith("windows-") and len(store) == 142
 
 
+def test_opening_a_folder_that_is_no_store_says_so(tmp_path):
+    with pytest.raises(MRCError, match="not a window store"):
+        WindowStore.open(tmp_path)
+
+
 def test_cache_folder_defaults_to_env_then_current_directory(korquad_train_subset, koelectra_folder, tmp_path,
                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
