@@ -50,7 +50,7 @@ class PredictConfig:
     output: Path | None = field(None, "output folder for <name>.predictions.json, <name>.nbest.json, errors.jsonl")
     question: str | None = field(None, "debug mode: predict this one question (needs --context; no files written)")
     context: str | None = field(None, "debug mode: the passage --question is asked about")
-    batch_size: int = field(64, "windows per forward pass (sorted by length, so padding stays small)")
+    batch_size: int = field(32, "windows per forward pass (sorted by length, so padding stays small)")
     max_seq_length: int = field(512, "tokens per window: [CLS] question [SEP] context [SEP]")
     doc_stride: int = field(128, "tokens between the starts of consecutive windows of a long context")
     max_query_length: int = field(64, "question tokens kept; longer questions are truncated")
