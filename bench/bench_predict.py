@@ -10,15 +10,15 @@ file to the written prediction files (model loading included on both sides):
   `postprocess_qa_predictions`, written here, and json.dump of predictions and n-best.
 
 HF's `stride` is the overlap between windows, ours (the legacy one) is the step between window
-starts; the default `--hf_stride 361` gives the window count closest to the legacy converter's on
-the full dev set (6,559 windows at step 128: stride 360 gives 6,555, 363 gives 6,569). The window
+starts; the default `--hf_stride 361` gives exactly the legacy converter's window count on the
+full dev set (6,559 windows at step 128; stride 360 gives 6,555, 362 gives 6,563). The window
 counts of both sides on the subset are printed.
 
 The model: KoELECTRA-base widths with `--layers` (2) layers and random weights saved as an HF
-folder, or a trained model folder with `--model` (e.g. one the demo wrote); then the int8 vs fp32
-answer agreement and EM/F1 change are meaningful.
+folder, or a trained model folder with `--model` (e.g. one the demo wrote, with `--data` its dev
+file); then the int8 vs fp32 answer agreement and the EM/F1 of each path are meaningful.
 
-    .venv/bin/python bench/bench_predict.py [--questions 500] [--model FOLDER]
+    .venv/bin/python bench/bench_predict.py [--questions 500] [--model FOLDER [--data DEV.json]]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def shared_dir() -> Path:
 
 
 def korquad_subset(dev_path: Path, min_questions: int) -> dict:
-    """The first paragraphs of the dev set, in order, until they hold at least `min_questions`."""
+    """The first paragraphs of a SQuAD-format file, in order, until they hold at least `min_questions`."""
     dev = json.loads(dev_path.read_text(encoding="utf-8"))
     data, count = [], 0
     for article in dev["data"]:
@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=500, help="dev questions in the subset (whole paragraphs)")
     parser.add_argument("--model", type=Path, default=None,
                         help="a trained model folder (e.g. from the demo); default: random weights, --layers layers")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="SQuAD-format file to take the questions from (default: the shared KorQuAD dev set); "
+                             "e.g. the demo's dev file for a demo model")
     parser.add_argument("--layers", type=int, default=2, help="encoder layers of the random model")
     parser.add_argument("--batch_size", type=int, default=PredictConfig.batch_size, help="our windows per batch")
     parser.add_argument("--hf_stride", type=int, default=361, help="HF overlap stride (see the module doc)")
@@ -209,7 +212,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     shared = shared_dir()
-    dev_path = shared / "data/korquad/KorQuAD_v1.0_dev.json"
+    dev_path = args.data or shared / "data/korquad/KorQuAD_v1.0_dev.json"
     tokenizer_folder = shared / "models/koelectra-base-v3-discriminator"
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp_name:
         tmp = Path(tmp_name)
@@ -221,7 +224,7 @@ def main() -> None:
             save_random_model(model, tokenizer_folder, args.layers)
         examples, _ = read_examples([data])
         n = len(examples)
-        print(f"{n} KorQuAD dev questions, model {args.model or f'random, {args.layers} layers, base widths'}, "
+        print(f"{n} questions of {dev_path.name}, model {args.model or f'random, {args.layers} layers, base widths'}, "
               f"{torch.get_num_threads()} CPU threads")
 
         hf_s, hf_pred, hf_windows_n = run_hf(model, data, tmp, stride=args.hf_stride)
