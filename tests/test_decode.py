@@ -109,12 +109,14 @@ class FakeStore:
         return np.array(cs, dtype=np.int64), np.array(ce, dtype=np.int64)
 
 
-def brute_force_best(store, start: np.ndarray, end: np.ndarray, max_answer_length: int) -> dict[str, tuple]:
-    """Per example id: (score, window, i, j) of the best valid span; ties to earlier window, i, j."""
+def brute_force_best(store, start: np.ndarray, end: np.ndarray, max_answer_length: int,
+                     windows: np.ndarray | None = None) -> dict[str, tuple]:
+    """Per example id: (score, window, i, j) of the best valid span over `windows` (default: all);
+    ties to earlier window, i, j. start, end: `[len(store), T]`."""
     table = store.windows
     best: dict[str, tuple] = {}
     width = start.shape[1]
-    for w in range(len(store)):
+    for w in (range(len(store)) if windows is None else windows):
         first = int(table.query_length[w]) + 2
         c_end = min(first + int(table.context_length[w]), width)
         lo, hi = first + int(table.max_context_start[w]), first + int(table.max_context_end[w])
@@ -285,6 +287,88 @@ def test_write_predictions_writes_the_seed_formats(tmp_path):
     assert json.loads((tmp_path / "null_odds.json").read_text()) == {"a": -1.1}
     assert sorted(f.name for f in tmp_path.iterdir()) == ["nbest_predictions.json", "null_odds.json",
                                                           "predictions.json"]
+
+
+# ---- real KorQuAD dev windows (KoELECTRA v3 vocab, the seed's window settings) ------------------
+
+@pytest.fixture(scope="module")
+def dev_store(korquad_dev, koelectra_folder):
+    from mrc.features import WindowConfig, build_store
+
+    return build_store(korquad_dev, koelectra_folder, WindowConfig(512, 128, 64), labels=True, use_cache=False)
+
+
+def dev_sample(dev_store, n_examples: int) -> np.ndarray:
+    """Windows of the first examples with several windows and as many single-window ones."""
+    counts = np.bincount(dev_store.windows.example_index)
+    picked = np.concatenate([np.flatnonzero(counts > 1)[:n_examples], np.flatnonzero(counts == 1)[:n_examples]])
+    return np.flatnonzero(np.isin(dev_store.windows.example_index, picked))
+
+
+def test_dev_windows_best_answer_equals_brute_force(dev_store):
+    windows = dev_sample(dev_store, 60)
+    start, end = random_logits(len(dev_store), 512, seed=10)
+    preds = {p.example_id: p for p in decode(start, end, dev_store, np.arange(len(dev_store)), 20, 30)}
+    expected = brute_force_best(dev_store, start.numpy(), end.numpy(), 30, windows)
+    assert len(expected) == 120
+    for example_id, (score, w, i, j) in expected.items():
+        cs, ce = dev_store.window_char_spans(np.array([w]), np.array([i]), np.array([j]))
+        assert (preds[example_id].char_start, preds[example_id].char_end) == (cs[0], ce[0])
+        assert preds[example_id].score == pytest.approx(score, abs=1e-5)
+
+
+def test_dev_windows_agree_with_legacy_inside_its_grid(dev_store):
+    windows = dev_sample(dev_store, 40)
+    start, end = random_logits(len(windows), 512, seed=11)
+    s, e = start.numpy(), end.numpy()
+    features = bench.legacy_features(dev_store, windows, 512)
+    answers, nbest = bench.legacy_postprocess(bench.example_contexts(dev_store, windows), dev_store.example_ids,
+                                              features, s, e, 20, 30)
+    preds = decode(start, end, dev_store, windows, 20, 30)
+    expected = brute_force_best(dev_store, *full_rows(s, e, windows, len(dev_store)), 30, windows)
+    row_of = {w: r for r, w in enumerate(windows)}
+    inside = 0
+    for p in preds:
+        _, w, i, j = expected[p.example_id]
+        if legacy_grid_holds(s, e, row_of[w], i, j, 20):
+            inside += 1
+            assert p.text == answers[p.example_id]
+        else:
+            assert p.score > nbest[p.example_id][0]["start_logit"] + nbest[p.example_id][0]["end_logit"]
+    assert len(preds) == 80 and 0 < inside < 80
+
+
+def full_rows(s: np.ndarray, e: np.ndarray, windows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a window subset placed at their store rows (other rows -inf)."""
+    start = np.full((n, s.shape[1]), -np.inf, np.float32)
+    end = np.full((n, s.shape[1]), -np.inf, np.float32)
+    start[windows], end[windows] = s, e
+    return start, end
+
+
+def test_dev_logits_peaked_at_the_labels_decode_to_the_gold_answers(dev_store, korquad_dev):
+    from mrc.data import read_examples
+
+    examples = {ex.id: ex for ex in read_examples(korquad_dev)[0]}
+    table = dev_store.windows
+    start = torch.zeros(len(dev_store), 512)
+    end = torch.zeros(len(dev_store), 512)
+    rows = torch.arange(len(dev_store))
+    labelled = torch.from_numpy(table.start_position > 0).float()
+    start[rows, torch.from_numpy(table.start_position.astype(np.int64))] = 10.0 * labelled
+    end[rows, torch.from_numpy(table.end_position.astype(np.int64))] = 10.0 * labelled
+    preds = decode(start, end, dev_store, rows.numpy(), 20, 30)
+    exact = 0
+    for p in preds:
+        ex = examples[p.example_id]
+        answer = ex.answers[0]
+        # The decoded span is whole tokens around the gold characters (tokens hold no whitespace).
+        lead = len(answer.text) - len(answer.text.lstrip())
+        trail = len(answer.text) - len(answer.text.rstrip())
+        assert p.char_start <= answer.start + lead and answer.end - trail <= p.char_end
+        assert p.text == ex.context[p.char_start:p.char_end]
+        exact += p.text == answer.text
+    assert len(preds) == 5774 and exact / len(preds) > 0.95
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
