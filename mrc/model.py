@@ -21,11 +21,22 @@ from mrc.config import field
 from mrc.errors import MRCError
 
 SUPPORTED_MODEL_TYPES = ("electra", "bert")
+# What transformers assumes for a field a config.json leaves out (ElectraConfig / BertConfig
+# defaults); reading a sparse file must give the model transformers would build from it.
+HF_SHAPE_DEFAULTS = {
+    "electra": {"vocab_size": 30522, "embedding_size": 128, "hidden_size": 256, "num_attention_heads": 4,
+                "intermediate_size": 1024},
+    "bert": {"vocab_size": 30522, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Encoder shape and regularisation, read from (and written back to) an HF `config.json`."""
+    """Encoder shape and regularisation, read from (and written back to) an HF `config.json`.
+
+    The field defaults are KoELECTRA-base-v3's shape, for models built in code (the demo);
+    `from_hf` fills fields a config.json leaves out with transformers' defaults instead.
+    """
 
     model_type: str = field("electra", "electra or bert (bert = the same encoder without embedding_size)")
     vocab_size: int = field(35000, "number of WordPiece tokens (rows of the word embedding)")
@@ -88,9 +99,9 @@ class ModelConfig:
         if hf.get("is_decoder") or hf.get("add_cross_attention"):
             raise MRCError(f"{where}: is_decoder/add_cross_attention are set; only bidirectional encoders are supported")
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in hf.items() if k in names and v is not None}
-        if model_type == "bert" or "embedding_size" not in values:
-            values["embedding_size"] = values.get("hidden_size", cls.hidden_size)
+        values = {**HF_SHAPE_DEFAULTS[model_type], **{k: v for k, v in hf.items() if k in names and v is not None}}
+        if model_type == "bert":
+            values["embedding_size"] = values["hidden_size"]
         try:
             return cls(**values)
         except MRCError as e:

@@ -259,3 +259,13 @@ def test_unsupported_configs_name_the_file_and_field(koelectra_folder, change, m
     with pytest.raises(MRCError, match=message) as info:
         ModelConfig.from_hf(hf, where="models/x/config.json")
     assert "models/x/config.json" in str(info.value)
+
+
+@pytest.mark.parametrize("model_type", ["electra", "bert"])
+def test_fields_missing_from_config_json_take_transformers_defaults(model_type):
+    """A sparse config.json must build the model transformers would build from it."""
+    reference = (transformers.ElectraConfig() if model_type == "electra" else transformers.BertConfig()).to_dict()
+    cfg = ModelConfig.from_hf({"model_type": model_type})
+    for name, value in cfg.to_hf().items():
+        assert value == reference[name], name
+    assert cfg.embedding_size == reference.get("embedding_size", reference["hidden_size"])
