@@ -34,7 +34,7 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import load_model, resolve_model_folder, save_model
 from mrc.checkpointing import (Progress as TrainProgress, capture_rng, checkpoint_dir, latest_checkpoint,
-                               list_checkpoints, restore_training_state, training_state_writer)
+                               list_checkpoints, read_progress, restore_training_state, training_state_writer)
 from mrc.config import field, print_config, save_config, to_dict
 from mrc.data import Example, read_examples
 from mrc.errors import MRCError
@@ -203,6 +203,19 @@ class Reporter:
     def say(self, message: str) -> None:
         if self.enabled:
             self.console.print(message, highlight=False, soft_wrap=True)  # log files keep whole lines
+
+    def restart_metrics(self, keep_through_step: int) -> None:
+        """Drop metrics.jsonl entries past `keep_through_step` (a resumed run logs them again; 0 = a fresh run)."""
+        if not self.enabled or not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", math.inf) <= keep_through_step:
+                    kept.append(line + "\n")
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+        atomic_write_text(self.metrics_path, "".join(kept))
 
     def record(self, entry: dict[str, Any]) -> None:
         if self.enabled:
@@ -598,13 +611,18 @@ class EvalResults:
 
 
 def check_output_dir(cfg: TrainConfig) -> Path | None:
-    """The checkpoint to resume from (None = start fresh); refuses to train into a used folder."""
+    """The checkpoint to resume from (None = start fresh); refuses to train into a used folder.
+
+    With --resume, a folder holding only what a run writes before its first checkpoint
+    (a run stopped early) starts fresh.
+    """
     out = Path(cfg.output_dir)
     if cfg.resume:
         found = latest_checkpoint(out)
         if found is not None:
             return found
-    used = out.is_dir() and any(out.iterdir())
+    early_run_files = {"training_args.json", "metrics.jsonl"} if cfg.resume else set()
+    used = out.is_dir() and any(p.name not in early_run_files for p in out.iterdir())
     if cfg.do_train and used and not cfg.overwrite_output_dir:
         where = "holds no complete checkpoint to resume from" if cfg.resume else "is not empty"
         raise MRCError(f"--output_dir {out} {where}; pass --overwrite_output_dir to train into it anyway, "
@@ -894,6 +912,8 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     report = Reporter(ctx, out)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.do_train:
+            report.restart_metrics(read_progress(resume_from).step if resume_from else 0)
         print_config(cfg, title="training config")
         save_config(cfg, out / "training_args.json")
     report.say(f"{ctx.world_size} process(es) on {ctx.device.type}; global batch = "
