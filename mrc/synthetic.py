@@ -304,8 +304,8 @@ def make_paragraph(rng: random.Random, long: bool, n_questions: int) -> Paragrap
     """
     topic_kind = rng.choice(sorted(TOPICS))
     entity_kind, relations = TOPICS[topic_kind]
-    n_topic = len(relations) if long else rng.randint(3, min(5, len(relations)))
-    n_distract = rng.randint(6, 10) if long else rng.randint(1, 3)
+    n_topic = len(relations) if long else rng.randint(2, 4)
+    n_distract = rng.randint(6, 10) if long else rng.randint(1, 2)
     taken: set[str] = set()
     topic, *others = (_draw(rng, entity_kind, taken) for _ in range(1 + min(n_distract, 4)))
     topic_facts = [_fact(rng, rel, topic, taken) for rel in rng.sample(relations, n_topic)]

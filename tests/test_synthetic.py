@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mrc.data import read_examples
+from mrc.demo import DOC_STRIDE, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH
 from mrc.features import WindowConfig, build_store
 from mrc.synthetic import SPLITS, SyntheticConfig, particle, train_vocab, write_dataset, write_initial_model
 from mrc.tokenizer import load_tokenizer, special_tokens
@@ -134,11 +135,11 @@ def test_particles_after_answers_agree_with_batchim(built):
     assert ro_after_rieul > 0
 
 
-def test_some_paragraphs_need_several_windows(built, tmp_path):
+def test_some_paragraphs_need_several_windows_at_the_demo_length(built, tmp_path):
     paths, tokenizer_folder = built
     model = write_initial_model(tmp_path / "model", tokenizer_folder, _tiny_model_config(tokenizer_folder), seed=0)
-    store = build_store(paths["train"], model, WindowConfig(max_seq_length=128, doc_stride=64, max_query_length=32),
-                        labels=True, use_cache=False)
+    windows = WindowConfig(max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE, max_query_length=MAX_QUERY_LENGTH)
+    store = build_store(paths["train"], model, windows, labels=True, use_cache=False)
     per_example = np.bincount(np.asarray(store.windows.example_index))
     assert per_example.max() >= 3
     assert 0.05 < (per_example > 1).mean() < 0.6
