@@ -130,12 +130,10 @@ def resolve_model_folder(name_or_path: str | Path) -> Path:
         cached = find_in_hub_cache(name)
         if cached is not None:
             return cached
-        raise MRCError(hub_id_message(name))
-    raise MRCError(f"--model_name_or_path {name}: no such folder. Pass a folder holding config.json and "
-                   f"model.safetensors or pytorch_model.bin (plus vocab.txt and tokenizer_config.json).")
+    raise MRCError(missing_model_message(name))
 
 
-def hub_id_message(name: str) -> str:
+def missing_model_message(name: str) -> str:
     """What to do when `name` is neither a local folder nor a hub id in the HF cache."""
     cache = hub_cache_dir()
     known = {hub_id.split("/")[-1]: hub_id for hub_id in DOWNLOADABLE}
@@ -145,10 +143,13 @@ def hub_id_message(name: str) -> str:
                 f"this trainer never downloads during a run. Fetch the files once with "
                 f"`python -m mrc.download {DOWNLOADABLE[hub_id]} --dir models`, then pass --model_name_or_path "
                 f"with the folder it prints (models/{hub_id.split('/')[-1]}).")
-    return (f"--model_name_or_path {name}: no such folder, and no hub model of that name in the Hugging Face cache "
-            f"({cache}). If it is a folder, check the path. If it is a hub id, this trainer never downloads during "
-            f"a run: download config.json, model.safetensors (or pytorch_model.bin), vocab.txt and "
-            f"tokenizer_config.json from https://huggingface.co/{name} into a folder and pass that folder.")
+    if looks_like_hub_id(name):
+        return (f"--model_name_or_path {name}: no such folder, and no hub model of that name in the Hugging Face "
+                f"cache ({cache}). If it is a folder, check the path. If it is a hub id, this trainer never "
+                f"downloads during a run: download config.json, model.safetensors (or pytorch_model.bin), vocab.txt "
+                f"and tokenizer_config.json from https://huggingface.co/{name} into a folder and pass that folder.")
+    return (f"--model_name_or_path {name}: no such folder. Pass a folder holding config.json and "
+            f"model.safetensors or pytorch_model.bin (plus vocab.txt and tokenizer_config.json).")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -249,7 +249,8 @@ def test_missing_download_folder_points_to_the_downloader(tmp_path, monkeypatch)
     """The path the README tells users to pass, before they downloaded: say how to get it."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(MRCError, match="python -m mrc.download koelectra-base-v3"):
-        load_model("models/koelectra-base-v3-discriminator")
+    for path in ("models/koelectra-base-v3-discriminator", str(tmp_path / "m" / "koelectra-base-v3-discriminator")):
+        with pytest.raises(MRCError, match="python -m mrc.download koelectra-base-v3"):
+            load_model(path)
     with pytest.raises(MRCError, match="no such folder.*check the path.*huggingface.co/someone/model"):
         load_model("someone/model")
