@@ -735,7 +735,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class IntervalStats:
-    """Running sums between two log lines (device tensors, plus host token counts)."""
+    """Running sums between two log lines (a device tensor, plus host token counts)."""
 
     loss: torch.Tensor
     steps: int = 0
@@ -746,13 +746,20 @@ class IntervalStats:
     def start(cls, device: torch.device) -> IntervalStats:
         return cls(torch.zeros((), device=device), 0, 0, time.perf_counter())
 
+    def add(self, loss: torch.Tensor, real_tokens: int) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.real_tokens += real_tokens
 
-def log_interval(trainer: Trainer, interval: IntervalStats, last: StepResult, step: int, epoch_progress: float,
-                 ctx: dist.DistContext) -> dict[str, Any]:
+    def tokens_per_s(self) -> float:
+        return self.real_tokens / max(time.perf_counter() - self.started, 1e-9)
+
+
+def log_entry(trainer: Trainer, interval: IntervalStats, last: StepResult, step: int, epoch_progress: float,
+              ctx: dist.DistContext) -> dict[str, Any]:
     """The metrics.jsonl entry of an interval (host syncs: logging time only)."""
     # The mean over ranks of the per-step StepResult.loss is the global-batch mean loss.
     loss = dist.all_reduce_sum(interval.loss.clone(), ctx) / (ctx.world_size * max(1, interval.steps))
-    elapsed = time.perf_counter() - interval.started
     return {
         "step": step,
         "epoch": round(epoch_progress, 4),
@@ -761,62 +768,88 @@ def log_interval(trainer: Trainer, interval: IntervalStats, last: StepResult, st
         "grad_norm": float(last.grad_norm.item()),
         "loss_scale": float(trainer.scaler.get_scale()) if trainer.scaler.is_enabled() else 1.0,
         "skipped_steps": trainer.skipped_steps(step),
-        "tokens_per_s": round(interval.real_tokens / max(elapsed, 1e-9), 1),
+        "tokens_per_s": round(interval.tokens_per_s(), 1),
     }
 
 
-def train(trainer: Trainer, data: TrainData, schedule: Schedule, progress: TrainProgress, cfg: TrainConfig,
-          ctx: dist.DistContext, report: Reporter, eval_set: EvalSet | None, results: EvalResults | None) -> int:
-    """Run the schedule from `progress` to the end; returns the final step."""
-    out = Path(cfg.output_dir)
-    watch = StopWatch(ctx)
-    interval = IntervalStats.start(ctx.device)
-    last: StepResult | None = None
-    last_saved = progress.step
-    accumulation = cfg.gradient_accumulation_steps
-    with watch.catching_sigint(), report.progress_bar(schedule.total_steps, progress.step):
-        for epoch in range(progress.epoch, len(schedule.epochs)):
-            batches = schedule.epochs[epoch]
-            for batch_index in range(progress.batches_done if epoch == progress.epoch else 0, len(batches)):
-                batch = batches[batch_index]
-                micro = [(collate_to_device(data.store, rows, ctx.device), weight)
-                         for rows, weight in rank_micro_batches(batch, ctx, accumulation)]
+def remaining_batches(schedule: Schedule, progress: TrainProgress) -> Iterator[tuple[TrainProgress, np.ndarray]]:
+    """Each global batch still to train, with the progress reached once it is trained."""
+    step = progress.step
+    for epoch in range(progress.epoch, len(schedule.epochs)):
+        batches = schedule.epochs[epoch]
+        for index in range(progress.batches_done if epoch == progress.epoch else 0, len(batches)):
+            step += 1
+            done = (TrainProgress(step, epoch + 1, 0) if index + 1 == len(batches)
+                    else TrainProgress(step, epoch, index + 1))
+            yield done, batches[index]
+
+
+@dataclass
+class Loop:
+    """What the training loop reads besides the step itself."""
+
+    trainer: Trainer
+    data: TrainData
+    schedule: Schedule
+    cfg: TrainConfig
+    ctx: dist.DistContext
+    report: Reporter
+    eval_set: EvalSet | None
+    results: EvalResults | None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def epoch_progress(self, progress: TrainProgress) -> float:
+        """Epochs done, fractional (of full epochs, also when --max_steps cuts the last one)."""
+        if progress.batches_done == 0:
+            return float(progress.epoch)
+        return progress.epoch + progress.batches_done / self.schedule.epoch_sizes[progress.epoch]
+
+    def run(self, progress: TrainProgress) -> int:
+        """Train from `progress` to the end of the schedule; returns the final step."""
+        cfg, ctx, trainer = self.cfg, self.ctx, self.trainer
+        watch = StopWatch(ctx)
+        interval = IntervalStats.start(ctx.device)
+        last_saved = progress.step
+        with watch.catching_sigint(), self.report.progress_bar(self.schedule.total_steps, progress.step):
+            for progress, batch in remaining_batches(self.schedule, progress):
+                micro = [(collate_to_device(self.data.store, rows, ctx.device), weight)
+                         for rows, weight in rank_micro_batches(batch, ctx, cfg.gradient_accumulation_steps)]
                 last = train_step(trainer.model, micro, trainer.optimizer, trainer.scheduler, trainer.scaler,
                                   cfg.autocast_dtype, cfg.max_grad_norm)
-                step = progress.step + 1
-                progress = TrainProgress(step=step, epoch=epoch, batches_done=batch_index + 1)
-                if batch_index + 1 == len(batches):
-                    progress = TrainProgress(step=step, epoch=epoch + 1, batches_done=0)
+                step = progress.step
                 watch.watch_loss(step, last.loss)
-                interval.loss += last.loss
-                interval.steps += 1
-                interval.real_tokens += int(data.lengths[batch].sum())
-                elapsed = time.perf_counter() - interval.started
-                epoch_progress = epoch + (batch_index + 1) / schedule.epoch_sizes[epoch]
-                report.advance(step, epoch=f"{epoch_progress:.2f}",
-                               tokens_per_s=f"{interval.real_tokens / max(elapsed, 1e-9):,.0f}")
-
+                interval.add(last.loss, int(self.data.lengths[batch].sum()))
+                self.report.advance(step, epoch=f"{self.epoch_progress(progress):.2f}",
+                                    tokens_per_s=f"{interval.tokens_per_s():,.0f}")
                 if cfg.logging_steps > 0 and step % cfg.logging_steps == 0:
-                    stop_if_not_finite(watch, out)
-                    entry = log_interval(trainer, interval, last, step, epoch_progress, ctx)
-                    report.advance(step, loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
-                    if cfg.evaluate_during_training:
-                        entry.update(run_eval(trainer.model, eval_set, cfg, ctx, str(step), results, report))
-                    report.record(entry)
+                    stop_if_not_finite(watch, self.out)
+                    self.log(interval, last, progress)
                     interval = IntervalStats.start(ctx.device)
                 if cfg.save_steps > 0 and step % cfg.save_steps == 0:
-                    stop_if_not_finite(watch, out)
-                    save_checkpoint(trainer, cfg, progress, ctx, checkpoint_dir(out, step))
+                    stop_if_not_finite(watch, self.out)
+                    save_checkpoint(trainer, cfg, progress, ctx, checkpoint_dir(self.out, step))
                     last_saved = step
                 if watch.stop_requested():
-                    stop_if_not_finite(watch, out)
+                    stop_if_not_finite(watch, self.out)
                     if last_saved != step:
-                        save_checkpoint(trainer, cfg, progress, ctx, checkpoint_dir(out, step))
-                    report.say(f"interrupted: saved {checkpoint_dir(out, step)}; continue with the same command "
-                               "plus --resume")
+                        save_checkpoint(trainer, cfg, progress, ctx, checkpoint_dir(self.out, step))
+                    self.report.say(f"interrupted: saved {checkpoint_dir(self.out, step)}; continue with the same "
+                                    "command plus --resume")
                     raise KeyboardInterrupt
-    stop_if_not_finite(watch, out)
-    return progress.step
+        stop_if_not_finite(watch, self.out)
+        return progress.step
+
+    def log(self, interval: IntervalStats, last: StepResult, progress: TrainProgress) -> None:
+        """A metrics.jsonl line (and an evaluation with --evaluate_during_training)."""
+        entry = log_entry(self.trainer, interval, last, progress.step, self.epoch_progress(progress), self.ctx)
+        self.report.advance(progress.step, loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
+        if self.cfg.evaluate_during_training:
+            entry.update(run_eval(self.trainer.model, self.eval_set, self.cfg, self.ctx, str(progress.step),
+                                  self.results, self.report))
+        self.report.record(entry)
 
 
 def stop_if_not_finite(watch: StopWatch, out: Path) -> None:
@@ -943,7 +976,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
             # An fp16 overflow on the very first step makes the scheduler step before the (skipped)
             # optimizer step; torch warns about that order, which is the intended one here.
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)")
-            final_step = train(trainer, data, schedule, progress, cfg, ctx, report, eval_set, results)
+            final_step = Loop(trainer, data, schedule, cfg, ctx, report, eval_set, results).run(progress)
         save_final_model(trainer, cfg, ctx)
         report.say(f"trained {final_step:,} steps; model saved to {out}")
         if cfg.do_eval:
