@@ -370,16 +370,16 @@ class Schedule:
     """Every epoch's global batches, planned up front (index arrays only) to know the total steps."""
 
     epochs: list[list[np.ndarray]]  # global batches to train per epoch (the last one may be cut short)
-    epoch_sizes: list[int]          # global batches in each full epoch (for the fractional epoch shown)
+    epoch_sizes: list[int]          # global batches in each full epoch (positions count against these)
     total_steps: int
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, batches done in it) after `step` optimizer steps."""
-        for epoch, batches in enumerate(self.epochs):
-            if step < len(batches):
+        for epoch, size in enumerate(self.epoch_sizes):
+            if step < size:
                 return epoch, step
-            step -= len(batches)
-        return len(self.epochs), 0
+            step -= size
+        return len(self.epoch_sizes), step
 
 
 def plan_schedule(data: TrainData, cfg: TrainConfig, ctx: dist.DistContext, report: Reporter) -> Schedule:
@@ -779,7 +779,8 @@ def remaining_batches(schedule: Schedule, progress: TrainProgress) -> Iterator[t
         batches = schedule.epochs[epoch]
         for index in range(progress.batches_done if epoch == progress.epoch else 0, len(batches)):
             step += 1
-            done = (TrainProgress(step, epoch + 1, 0) if index + 1 == len(batches)
+            # Against the full epoch: a run cut short by --max_steps resumes inside it, not after it.
+            done = (TrainProgress(step, epoch + 1, 0) if index + 1 == schedule.epoch_sizes[epoch]
                     else TrainProgress(step, epoch, index + 1))
             yield done, batches[index]
 

@@ -331,6 +331,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_model, korqua
     assert not (out / "model.safetensors").exists()
 
 
+def test_fp16_overflow_steps_are_skipped_and_counted_not_fatal(tiny_model, korquad_train_subset, cache_dir, tmp_path,
+                                                                one_thread):
+    out = tmp_path / "fp16"
+    cli().main(train_args(tiny_model, out, korquad_train_subset, cache_dir, "--fp16", "--per_gpu_train_batch_size", "4",
+                          "--learning_rate", "1e-3", "--max_steps", "6", "--logging_steps", "3", "--save_steps", "0",
+                          "--max_train_samples", "20"))
+    log = metrics(out)
+    assert [e["step"] for e in log] == [3, 6] and all(np.isfinite(e["loss"]) for e in log)
+    assert 0 < log[0]["epoch"] < log[1]["epoch"] < 1  # 6 steps of a longer epoch
+    for e in log:  # each skipped step halves the scale (growth needs 2,000 clean steps)
+        assert e["skipped_steps"] == round(np.log2(2.0**16 / e["loss_scale"]))
+    assert (out / "model.safetensors").is_file()
+
+
 # ---------------------------------------------------------------------------------------------
 # Flags and errors a user meets
 
