@@ -590,6 +590,7 @@ class EvalResults:
     def __init__(self, path: Path, *, keep_existing: bool):
         self.path = path
         self.results: dict[str, dict[str, Any]] = {}
+        self.fresh: set[str] = set()  # labels scored by this process (on this eval set)
         if keep_existing and path.is_file():
             try:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
@@ -599,6 +600,7 @@ class EvalResults:
 
     def add(self, label: str, scores: dict[str, Any]) -> None:
         self.results[label] = scores
+        self.fresh.add(label)
         atomic_write_text(self.path, json.dumps({**self.results, "best": self.best()}, indent=2) + "\n")
 
     def best(self) -> str | None:
@@ -875,8 +877,11 @@ def run_eval(model: nn.Module, eval_set: EvalSet, cfg: TrainConfig, ctx: dist.Di
 
 
 def already_evaluated(results: EvalResults | None, ctx: dist.DistContext) -> set[str]:
-    """Labels rank 0 has scores for, on every rank (evaluation holds collectives: all ranks must agree)."""
-    return dist.broadcast_from_main(set(results.results) if results is not None else set(), ctx)
+    """Labels this run already scored, on every rank (evaluation holds collectives: all ranks must agree).
+
+    Scores read from an earlier run's eval_results.json do not count: its eval set may differ.
+    """
+    return dist.broadcast_from_main(set(results.fresh) if results is not None else set(), ctx)
 
 
 def evaluate_checkpoints(cfg: TrainConfig, eval_set: EvalSet, ctx: dist.DistContext, results: EvalResults,
@@ -950,9 +955,10 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
             report.restart_metrics(read_progress(resume_from).step if resume_from else 0)
         print_config(cfg, title="training config")
         save_config(cfg, out / "training_args.json")
-    report.say(f"{ctx.world_size} process(es) on {ctx.device.type}; global batch = "
-               f"{cfg.per_gpu_train_batch_size} per micro-batch x {cfg.gradient_accumulation_steps} accumulation x "
-               f"{ctx.world_size} process(es) = {cfg.global_batch(ctx.world_size)} windows per step")
+    report.say(f"{ctx.world_size} process(es) on {ctx.device.type}" + (
+        f"; global batch = {cfg.per_gpu_train_batch_size} per micro-batch x {cfg.gradient_accumulation_steps} "
+        f"accumulation x {ctx.world_size} process(es) = {cfg.global_batch(ctx.world_size)} windows per step"
+        if cfg.do_train else ""))
     if ctx.device.type == "cuda" and not ctx.is_distributed and torch.cuda.device_count() > 1:
         report.say(f"{torch.cuda.device_count()} GPUs visible but one is used; launch with "
                    f"torchrun --nproc_per_node {torch.cuda.device_count()} train.py ... to use all")
