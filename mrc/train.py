@@ -260,8 +260,14 @@ def read_train_examples(cfg: TrainConfig, report: Reporter) -> tuple[list[Exampl
     """Training examples of every file (first --max_train_samples) and the file index of each."""
     examples: list[Example] = []
     file_of: list[int] = []
+    first_file: dict[str, int] = {}
     for i, train_file in enumerate(cfg.train_files):
         read, stats = read_examples([train_file.path])
+        for ex in read:
+            if first_file.setdefault(ex.id, i) != i:
+                raise MRCError(f"{train_file.path}: question id {ex.id!r} is also in "
+                               f"{cfg.train_files[first_file[ex.id]].path}; ids must be unique across --train_file "
+                               "files (give a file once, with a weight such as :2, to repeat it)")
         report.say(f"{train_file.path}: {stats.summary()}")
         if cfg.verbose_logging:
             for where in stats.skipped_where:

@@ -366,6 +366,15 @@ def test_bad_flags_give_a_clean_error(extra, message, tiny_model, korquad_train_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_file_given_twice_is_refused(tiny_model, korquad_train_subset, cache_dir, tmp_path, capsys):
+    name = korquad_train_subset.name
+    with pytest.raises(SystemExit) as stop:
+        cli().main(train_args(tiny_model, tmp_path / "out", korquad_train_subset, cache_dir, "--train_file", name,
+                              f"{name}:0.5"))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "ids must be unique across --train_file files" in err and "Traceback" not in err
+
+
 def test_seed_command_parses_with_the_same_meaning(tmp_path):
     """A run_korquad.py command line, with train.py put in its place."""
     cfg = cli().parse_args([
