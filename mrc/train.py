@@ -236,6 +236,12 @@ class Reporter:
             finally:
                 self.progress = None
 
+    def log_line(self, entry: dict[str, Any], total_steps: int) -> None:
+        """In a log file (no live progress bar) each logging step also gets a line."""
+        if self.enabled and not self.console.is_terminal:
+            self.say(f"step {entry['step']:,}/{total_steps:,} epoch {entry['epoch']:.2f} loss {entry['loss']:.4f} "
+                     f"lr {entry['lr']:.2e} grad_norm {entry['grad_norm']:.3f} {entry['tokens_per_s']:,.0f} tok/s")
+
     def advance(self, step: int, **fields: Any) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=step, **fields)
@@ -855,6 +861,7 @@ class Loop:
         """A metrics.jsonl line (and an evaluation with --evaluate_during_training)."""
         entry = log_entry(self.trainer, interval, last, progress.step, self.epoch_progress(progress), self.ctx)
         self.report.advance(progress.step, loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}")
+        self.report.log_line(entry, self.schedule.total_steps)
         if self.cfg.evaluate_during_training:
             entry.update(run_eval(self.trainer.model, self.eval_set, self.cfg, self.ctx, str(progress.step),
                                   self.results, self.report))
