@@ -159,26 +159,20 @@ def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: Wind
     n, length = start_logits.shape
     device = start_logits.device
     k = min(k, length)
-    out = SpanCandidates(
-        score=torch.full((n, k), NEG_INF, device=device),
-        start=torch.zeros((n, k), dtype=torch.long, device=device),
-        end=torch.zeros((n, k), dtype=torch.long, device=device),
-        start_logit=torch.full((n, k), NEG_INF, device=device),
-        end_logit=torch.full((n, k), NEG_INF, device=device),
-    )
     context_end = windows.context_end.clamp(max=length)
     order = torch.argsort(context_end, stable=True)                                   # [N] shortest first
     chunk_widths = context_end[order].tolist()                                        # host sync, once
     rows_per_chunk = max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"]) // length)
+    parts = []
     for lo in range(0, n, rows_per_chunk):
         rows = order[lo:lo + rows_per_chunk]
         width = max(1, chunk_widths[min(lo + rows_per_chunk, n) - 1])
         part = _top_spans_dense(start_logits[rows, :width], end_logits[rows, :width], windows.take(rows),
                                 max_answer_length, k)
-        kept = part.score.shape[1]
-        for name in ("score", "start", "end", "start_logit", "end_logit"):
-            getattr(out, name)[rows, :kept] = getattr(part, name)
-    return out
+        parts.append([F.pad(t, (0, k - t.shape[1]), value=NEG_INF if t.is_floating_point() else 0)
+                      for t in (part.score, part.start, part.end, part.start_logit, part.end_logit)])
+    back = torch.argsort(order)                                                       # [N] chunk order -> input order
+    return SpanCandidates(*(torch.cat(columns)[back] for columns in zip(*parts)))
 
 
 def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans,
@@ -192,9 +186,9 @@ def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSp
     rows = top_k_indices(row_best, k)   # [n, k] in position order, so flat band order is (start, end)
     k_rows = rows.shape[1]
 
-    end_padded = F.pad(end, (0, width), value=NEG_INF)                                # [n, T + A]
-    band_ends = rows[:, :, None] + torch.arange(width, device=rows.device)           # [n, k, A]
-    band_end_logit = end_padded.gather(1, band_ends.view(n, -1))                      # [n, k*A]
+    # bands[b, i] is the view end[b, i : i + A]; indexing it copies only the kept rows' bands.
+    bands = F.pad(end, (0, width - 1), value=NEG_INF).unfold(1, width, 1)             # [n, T, A] view
+    band_end_logit = bands[torch.arange(n, device=rows.device)[:, None], rows].view(n, -1)   # [n, k*A]
     row_start_logit = start.gather(1, rows)                                           # [n, k]
     band = (row_start_logit[:, :, None] + band_end_logit.view(n, k_rows, width)).view(n, -1)   # [n, k*A]
     score, flat = top_k_stable(band, k)                                               # [n, k]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from kernels.span_decode import NEG_INF, SpanCandidates, WindowSpans, top_k_stable, top_spans_per_window
@@ -125,19 +126,28 @@ def example_groups(example_of_row: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def merge_per_example(cands: SpanCandidates, first: Tensor, counts: Tensor, n: int) -> ExampleSpans:
     """The n best spans of each example from the k best of each of its windows.
 
-    Exact: an example's n best spans are among the n best of the windows they come from.
-    Windows are laid out in order, so `top_k_stable` keeps equal scores in window order.
+    Exact: an example's n best spans are among the n best of the windows they come from. An
+    example with one window (most of them) keeps that window's list; the others rank their
+    windows' lists laid out in window order, so `top_k_stable` keeps equal scores in window order.
     """
     rows, k = cands.score.shape
     groups, most = len(counts), int(counts.max())
-    group_of_row = torch.repeat_interleave(torch.arange(groups, device=counts.device), counts)  # [N]
-    slot = torch.arange(rows, device=counts.device) - first[group_of_row]                       # [N]
-    grid = cands.score.new_full((groups, most, k), NEG_INF)                                      # [E, W, k]
-    grid[group_of_row, slot] = cands.score
-    score, flat = top_k_stable(grid.view(groups, most * k), n)                                   # [E, n]
-    slot_of_best = flat // k
-    row = first[:, None] + torch.minimum(slot_of_best, counts[:, None] - 1)   # padded slots hold -inf
-    which = flat % k
+    width = min(n, most * k)
+    device = counts.device
+    score = F.pad(cands.score[first], (0, width - k), value=NEG_INF)                           # [E, n]
+    row = first[:, None].expand(groups, width).clone()                                          # [E, n]
+    which = F.pad(torch.arange(k, device=device), (0, width - k)).expand(groups, width).clone()  # [E, n]
+    multi = (counts > 1).nonzero()[:, 0]                                                        # [M]
+    if len(multi):
+        m_first, m_counts = first[multi], counts[multi]
+        member = torch.repeat_interleave(torch.arange(len(multi), device=device), m_counts)   # [R]
+        slot = torch.arange(len(member), device=device) - (m_counts.cumsum(0) - m_counts)[member]
+        grid = cands.score.new_full((len(multi), most, k), NEG_INF)                             # [M, W, k]
+        grid[member, slot] = cands.score[m_first[member] + slot]
+        score[multi], flat = top_k_stable(grid.view(len(multi), most * k), width)               # [M, n]
+        # Padded slots hold -inf; point them at a real window so the gathers below stay in range.
+        row[multi] = m_first[:, None] + torch.minimum(flat // k, m_counts[:, None] - 1)
+        which[multi] = flat % k
 
     def pick(values: Tensor) -> Tensor:
         return values[row, which]
