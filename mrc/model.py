@@ -117,7 +117,6 @@ class ModelConfig:
         return out
 
 
-
 class Embeddings(nn.Module):
     """Word + position + token-type embeddings, LayerNorm, dropout."""
 
