@@ -14,6 +14,10 @@ the k best rows per window and score only their band, [N, k, A].
 Ties are broken the same way on every device: equal scores rank by earlier window, then earlier
 start, then earlier end (the shorter span). `torch.topk` alone does not promise an order among
 equal values, so `top_k_stable` fixes it.
+
+On CPU the cost is dominated by per-row top-k selection, so windows go in chunks of similar
+length (each cut to its longest window and small enough for the cache) and wide rows are ranked
+in two levels (block maxima first). NaN logits inside a context give undefined spans.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ class WindowSpans:
     context_end: Tensor     # one past the last context token: query_length + 2 + context_length
     start_begin: Tensor     # max-context interval [start_begin, start_end): where a span may start
     start_end: Tensor
-
 
     def take(self, rows: Tensor) -> WindowSpans:
         """The bounds of windows `rows` only."""
@@ -159,6 +162,9 @@ def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: Wind
     n, length = start_logits.shape
     device = start_logits.device
     k = min(k, length)
+    if n == 0:
+        empty = torch.empty((0, k), device=device)
+        return SpanCandidates(empty, empty.long(), empty.long(), empty, empty)
     context_end = windows.context_end.clamp(max=length)
     order = torch.argsort(context_end, stable=True)                                   # [N] shortest first
     chunk_widths = context_end[order].tolist()                                        # host sync, once
@@ -167,7 +173,8 @@ def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: Wind
     for lo in range(0, n, rows_per_chunk):
         rows = order[lo:lo + rows_per_chunk]
         width = max(1, chunk_widths[min(lo + rows_per_chunk, n) - 1])
-        part = _top_spans_dense(start_logits[rows, :width], end_logits[rows, :width], windows.take(rows),
+        # Narrow first, then pick rows: only `width` columns are copied.
+        part = _top_spans_dense(start_logits[:, :width][rows], end_logits[:, :width][rows], windows.take(rows),
                                 max_answer_length, k)
         parts.append([F.pad(t, (0, k - t.shape[1]), value=NEG_INF if t.is_floating_point() else 0)
                       for t in (part.score, part.start, part.end, part.start_logit, part.end_logit)])

@@ -32,7 +32,6 @@ from torch import Tensor
 from kernels.span_decode import NEG_INF, SpanCandidates, WindowSpans, top_k_stable, top_spans_per_window
 from mrc.io import atomic_write_text
 
-
 NBEST_KEYS = ("text", "probability", "start_logit", "end_logit", "char_start", "char_end")
 NBEST_FILE_KEYS = ("text", "probability", "start_logit", "end_logit")     # nbest_predictions.json, as the seed
 
