@@ -395,6 +395,7 @@ class Schedule:
 
 
 def plan_schedule(data: TrainData, cfg: TrainConfig, ctx: dist.DistContext, report: Reporter) -> Schedule:
+    """Epochs until --num_train_epochs (a fraction cuts the last one) or --max_steps steps; prints counts."""
     epochs: list[list[np.ndarray]] = []
     sizes: list[int] = []
     target = cfg.max_steps if cfg.max_steps > 0 else None
@@ -452,12 +453,12 @@ def train_step(model: nn.Module, micro_batches: list[tuple[dict[str, torch.Tenso
                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                scaler: torch.amp.GradScaler, autocast_dtype: torch.dtype | None, max_grad_norm: float) -> StepResult:
     """One optimizer step over this rank's micro-batches of a global batch (no host sync)."""
-    device_type = next(model.parameters()).device.type
-    loss_sum = torch.zeros((), device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
     last = len(micro_batches) - 1
     for i, (batch, weight) in enumerate(micro_batches):
         with dist.maybe_no_sync(model, skip_sync=i < last):  # gradients all-reduce once, on the last micro-step
-            with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
                 start_logits, end_logits = model(batch["input_ids"], batch["token_type_ids"],
                                                  batch["attention_mask"])  # [b, T] each, float32
                 loss = qa_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"],
