@@ -17,7 +17,9 @@ The legacy functions are also the reference of tests/test_decode.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +138,7 @@ def build_dev_store(cache_dir: Path):
     from mrc.data import read_examples
     from mrc.features import WindowConfig, build_store
 
-    shared = Path(__import__("os").environ.get("MRC_SHARED", REPO.parent / "shared"))
+    shared = Path(os.environ.get("MRC_SHARED", REPO.parent / "shared"))
     dev = shared / "data/korquad/KorQuAD_v1.0_dev.json"
     model = shared / "models/koelectra-base-v3-discriminator"
     examples, _ = read_examples(dev)
@@ -160,8 +162,6 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    import tempfile
-
     import torch
 
     from mrc.decode import decode
@@ -200,8 +200,10 @@ def main() -> None:
         differ = [p for p in preds if p.text != legacy_answers[p.example_id]]
         higher = sum(p.score > legacy_score(legacy_nbest[p.example_id]) + 1e-5 for p in differ)
         print(f"legacy 20x20 loop : {legacy_s * 1e3:9.1f} ms")
-        print(f"ours (CPU)        : {ours_s * 1e3:9.1f} ms   ratio {legacy_s / ours_s:.1f}x   (answers; n-best on access)")
-        print(f"ours + all n-best : {full_s * 1e3:9.1f} ms   ratio {legacy_s / full_s:.1f}x   (every n-best list built)")
+        print(f"ours (CPU)        : {ours_s * 1e3:9.1f} ms   ratio {legacy_s / ours_s:.1f}x"
+              "   (answers; n-best built on access)")
+        print(f"ours + all n-best : {full_s * 1e3:9.1f} ms   ratio {legacy_s / full_s:.1f}x"
+              "   (every n-best list built)")
         print(f"best answers agree: {len(preds) - len(differ):,} / {len(preds):,} examples; of the "
               f"{len(differ):,} that differ, ours scores higher in {higher:,} (best span outside the 20x20 grid)")
 

@@ -49,10 +49,12 @@ class EvalConfig:
     dataset: str = field(help="the labelled data: KorQuAD/SQuAD/KLUE JSON or JSON Lines", positional=True)
     predictions: str = field(help="predictions.json: {question id: answer text}", positional=True)
     analyze: bool = field(False, help="write error_analysis.csv and print error breakdowns")
-    f1_threshold: float = field(0.85, help="with --analyze: a question with EM 0 and F1 (0..1) below this is an error row")
+    f1_threshold: float = field(0.85, help="with --analyze: a question with EM 0 and F1 (0..1) below this "
+                                           "is an error row")
     model: str | None = field(None, help="with --analyze: model folder whose tokenizer measures lengths in tokens "
                                          "(without it lengths are in characters)")
-    out: str | None = field(None, help="folder for the result JSON and error_analysis.csv (default: the predictions' folder)")
+    out: str | None = field(None, help="folder for the result JSON and error_analysis.csv "
+                                       "(default: the predictions' folder)")
     data_format: str = field("auto", help="format of DATASET", choices=FORMATS)
 
     def __post_init__(self):
@@ -209,10 +211,12 @@ def print_breakdown(breakdown: Breakdown, console: Console) -> None:
 def warn_about_coverage(result: EvalResult, skipped: int, console: Console) -> None:
     """Missing, unknown and unreadable questions: each changes what the numbers mean."""
     if result.missing:
-        shown = ", ".join(result.missing_ids[:10]) + (f", ... ({result.missing - 10:,} more)" if result.missing > 10 else "")
-        console.print(f"[yellow]{result.missing:,} of {result.total:,} questions have no prediction and score 0: {shown}")
+        more = f", ... ({result.missing - 10:,} more)" if result.missing > 10 else ""
+        console.print(f"[yellow]{result.missing:,} of {result.total:,} questions have no prediction and score 0: "
+                      f"{', '.join(result.missing_ids[:10])}{more}")
         if result.missing == result.total:
-            console.print("[yellow]no prediction id matches a question of the dataset: is it the right predictions file?")
+            console.print("[yellow]no prediction id matches a question of the dataset: "
+                          "is it the right predictions file?")
     if result.unknown:
         console.print(f"[yellow]{result.unknown:,} predictions are for ids not in the dataset; they are ignored")
     if result.unlabelled:

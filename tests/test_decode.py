@@ -376,4 +376,7 @@ def test_cuda_logits_decode_like_cpu_logits(store):
     start, end = random_logits(len(store), 64, seed=9)
     cpu = decode(start, end, store, np.arange(len(store)), 20, 10, null_score_diff_threshold=0.0)
     gpu = decode(start.cuda(), end.cuda(), store, np.arange(len(store)), 20, 10, null_score_diff_threshold=0.0)
-    assert [(p.text, [x["text"] for x in p.nbest]) for p in gpu] == [(p.text, [x["text"] for x in p.nbest]) for p in cpu]
+    def answers(preds):
+        return [(p.text, [x["text"] for x in p.nbest]) for p in preds]
+
+    assert answers(gpu) == answers(cpu)

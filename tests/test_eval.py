@@ -69,7 +69,8 @@ def test_bad_json_and_bad_threshold_exit_2(tmp_path, korquad_train_subset, capsy
 def test_missing_predictions_are_counted_and_named(korquad_train_subset, tmp_path, capsys):
     examples, _ = read_examples(korquad_train_subset)
     path = tmp_path / "p.json"
-    path.write_text(json.dumps({ex.id: ex.answers[0].text for ex in examples[2:]}, ensure_ascii=False), encoding="utf-8")
+    answers = {ex.id: ex.answers[0].text for ex in examples[2:]}
+    path.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
     main([str(korquad_train_subset), str(path)])
     out = capsys.readouterr()
     assert last_json_line(out.out)["missing"] == 2
