@@ -53,8 +53,8 @@ class EvalConfig:
                                            "is an error row")
     model: str | None = field(None, help="with --analyze: model folder whose tokenizer measures lengths in tokens "
                                          "(without it lengths are in characters)")
-    out: str | None = field(None, help="folder for the result JSON and error_analysis.csv "
-                                       "(default: the predictions' folder)")
+    out: str | None = field(None, help="folder for the result JSON and error_analysis.csv when not the "
+                                       "predictions' folder")
     data_format: str = field("auto", help="format of DATASET", choices=FORMATS)
 
     def __post_init__(self):
