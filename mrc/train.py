@@ -968,7 +968,8 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         if cfg.do_train:
             report.restart_metrics(read_progress(resume_from).step if resume_from else 0)
         print_config(cfg, title="training config")
-        save_config(cfg, out / "training_args.json")
+        if cfg.do_train:  # an evaluation-only run must not replace the args the model was trained with
+            save_config(cfg, out / "training_args.json")
     report.say(f"{ctx.world_size} process(es) on {ctx.device.type}" + (
         f"; global batch = {cfg.per_gpu_train_batch_size} per micro-batch x {cfg.gradient_accumulation_steps} "
         f"accumulation x {ctx.world_size} process(es) = {cfg.global_batch(ctx.world_size)} windows per step"
