@@ -26,11 +26,14 @@ from rich.table import Table
 from torch import nn
 
 from mrc import dist
+from mrc.checkpoint import load_model, resolve_model_folder
 from mrc.config import field, print_config
 from mrc.data import Example, ReadStats, read_examples
 from mrc.errors import MRCError
+from mrc.features import WindowConfig, build_store
 from mrc.inference import iter_predictions
 from mrc.io import atomic_path
+from mrc.metrics import EvalResult, evaluate
 
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -119,9 +122,7 @@ class PredictConfig:
     def no_cuda(self) -> bool:
         return self.device == "cpu" or self.int8
 
-    def window_config(self):
-        from mrc.features import WindowConfig
-
+    def window_config(self) -> WindowConfig:
         return WindowConfig(max_seq_length=self.max_seq_length, doc_stride=self.doc_stride,
                             max_query_length=self.max_query_length)
 
@@ -273,8 +274,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext) -> nn.Module:
-    from mrc.checkpoint import load_model
-
     model, _ = load_model(cfg.model, report=console.print if ctx.is_main else None)
     model.eval()
     if cfg.int8:
@@ -282,14 +281,13 @@ def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext) -> nn.Module:
     return model.to(ctx.device)
 
 
-def build_store(examples: list[Example], cfg: PredictConfig, ctx: dist.DistContext, *, use_cache: bool = True):
+def build_store_on_ranks(examples: list[Example], cfg: PredictConfig, ctx: dist.DistContext, *,
+                         use_cache: bool = True):
     """The window store of `examples`; rank 0 builds it into the cache first, the others then open it."""
-    from mrc.features import build_store as build
-
     def build_here():
-        return build(examples, cfg.model, cfg.window_config(), labels=False, cache_dir=cache_dir, use_cache=use_cache)
+        return build_store(examples, cfg.model, cfg.window_config(), labels=False, cache_dir=cfg.cache_dir,
+                           use_cache=use_cache)
 
-    cache_dir = cfg.cache_dir
     store = build_here() if ctx.is_main else None
     dist.barrier(ctx)
     return store if ctx.is_main else build_here()
@@ -305,7 +303,7 @@ class FileResult:
     read: int
     predicted: int
     errors: list[ItemError]
-    scores: object | None = None      # mrc.metrics.EvalResult with --eval
+    scores: EvalResult | None = None      # with --eval, when the file carries answers
 
 
 def read_inputs(paths: list[Path]) -> list[tuple[list[Example], ReadStats]]:
@@ -327,7 +325,7 @@ def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, mod
     errors = reader_drops(stats, plan.path) + errors
     answers: dict[str, str] = {}
     if predictable:
-        store = build_store(predictable, cfg, ctx)
+        store = build_store_on_ranks(predictable, cfg, ctx)
         unasked = tokenless_questions(store, plan.path)
         errors += unasked
         chunks = iter_predictions(model, store, ctx, batch_size=cfg.batch_size, autocast_dtype=cfg.autocast_dtype,
@@ -370,14 +368,12 @@ def write_prediction_files(chunks: Iterator[list], plan: InputPlan, overwrite: b
     return answers, spanless
 
 
-def score_answers(examples: list[Example], answers: dict[str, str], path: Path):
+def score_answers(examples: list[Example], answers: dict[str, str], path: Path) -> EvalResult | None:
     """Official KorQuAD v1.0 EM/F1 (`mrc.metrics.EvalResult`) over the file's labelled questions.
 
     Items in errors.jsonl have no answer and score 0, as in the official script. None when the
     file carries no answers.
     """
-    from mrc.metrics import evaluate
-
     if not any(ex.is_labelled for ex in examples):
         console.print(f"[yellow]--eval: {path} carries no answers; nothing to score[/]")
         return None
@@ -432,7 +428,7 @@ def run_debug(cfg: PredictConfig, ctx: dist.DistContext):
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
     model = load_for_inference(cfg, ctx)
-    store = build_store([example], cfg, ctx, use_cache=False)
+    store = build_store_on_ranks([example], cfg, ctx, use_cache=False)
     predictions = [p for chunk in iter_predictions(model, store, ctx, batch_size=cfg.batch_size,
                                                    autocast_dtype=cfg.autocast_dtype, n_best_size=cfg.n_best_size,
                                                    max_answer_length=cfg.max_answer_length,
@@ -460,8 +456,6 @@ def print_debug(prediction) -> None:
 
 def run(cfg: PredictConfig):
     """Batch mode (list of FileResult) or debug mode (the Prediction); None on non-main ranks in debug mode."""
-    from mrc.checkpoint import resolve_model_folder
-
     # A hub id already in the local HF cache becomes its folder, for the model and the tokenizer alike.
     cfg = dataclasses.replace(cfg, model=resolve_model_folder(cfg.model))
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
