@@ -200,7 +200,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each side counts")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--cache_dir", type=Path, default=None, help="window store cache (default $MRC_CACHE or .cache/mrc)")
+    parser.add_argument("--cache_dir", type=Path, default=None,
+                        help="window store cache (default $MRC_CACHE or .cache/mrc)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

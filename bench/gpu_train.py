@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side counts")
     parser.add_argument("--peak_tflops", type=float, default=H200_PEAK_TFLOPS, help="dense fp16 peak of the GPU")
-    parser.add_argument("--cache_dir", type=Path, default=None, help="window store cache (default $MRC_CACHE or .cache/mrc)")
+    parser.add_argument("--cache_dir", type=Path, default=None,
+                        help="window store cache (default $MRC_CACHE or .cache/mrc)")
     args = parser.parse_args()
     require_cuda()
 
@@ -88,7 +89,8 @@ def main() -> None:
                     f"{100 * seed['tokens_per_s'] * flops_per_token / peak:.1f}% | "
                     f"{100 * ours['real_fraction']:.0f}% | {100 * seed['real_fraction']:.0f}% |")
         torch.cuda.empty_cache()
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}; KoELECTRA-base (12 layers), fp16 autocast, "
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}; KoELECTRA-base (12 layers), "
+          "fp16 autocast, "
           f"KorQuAD dev windows (max_seq_length 512); {args.steps} steps x {args.rounds} rounds; "
           f"MFU on real tokens at {flops_per_token / 1e9:.2f} GFLOP per real token, peak {args.peak_tflops:g} TFLOP/s")
     print()

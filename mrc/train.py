@@ -224,8 +224,8 @@ class Reporter:
 
     @contextlib.contextmanager
     def progress_bar(self, total_steps: int, done: int) -> Iterator[None]:
-        columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(), TextColumn("epoch {task.fields[epoch]}"),
-                   TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
+        columns = [TextColumn("step {task.completed}/{task.total}"), BarColumn(),
+                   TextColumn("epoch {task.fields[epoch]}"), TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"),
                    TextColumn("{task.fields[tokens_per_s]} tok/s"), TimeRemainingColumn()]
         with Progress(*columns, console=self.console, disable=not self.enabled) as progress:
             self.progress = progress
@@ -458,7 +458,8 @@ def train_step(model: nn.Module, micro_batches: list[tuple[dict[str, torch.Tenso
     last = len(micro_batches) - 1
     for i, (batch, weight) in enumerate(micro_batches):
         with dist.maybe_no_sync(model, skip_sync=i < last):  # gradients all-reduce once, on the last micro-step
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
                 start_logits, end_logits = model(batch["input_ids"], batch["token_type_ids"],
                                                  batch["attention_mask"])  # [b, T] each, float32
                 loss = qa_loss(start_logits, end_logits, batch["start_positions"], batch["end_positions"],
@@ -560,7 +561,8 @@ def load_eval_set(cfg: TrainConfig, model_folder: Path, ctx: dist.DistContext, r
     examples = [ex for ex in read if ex.answers or (ex.is_impossible and cfg.version_2_with_negative)]
     if len(examples) < len(read):
         report.say(f"{cfg.predict_path}: {len(read) - len(examples):,} questions without answers not evaluated"
-                   + ("" if cfg.version_2_with_negative else " (unanswerable ones count with --version_2_with_negative)"))
+                   + ("" if cfg.version_2_with_negative
+                      else " (unanswerable ones count with --version_2_with_negative)"))
     if cfg.max_eval_samples is not None:
         examples = examples[:cfg.max_eval_samples]
     if not examples:

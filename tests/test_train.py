@@ -77,7 +77,8 @@ def train_args(model: Path, out: Path, train_file: Path, cache: Path, *extra: st
             "--cache_dir", str(cache), *extra]
 
 
-def run_train_py(args: list[str], *, prefix: list[str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+def run_train_py(args: list[str], *, prefix: list[str] | None = None,
+                 timeout: int = 120) -> subprocess.CompletedProcess:
     command = (prefix or [sys.executable]) + ([] if prefix and "-c" in prefix else [str(REPO / "train.py")]) + args
     return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
 
@@ -290,7 +291,8 @@ def free_port() -> int:
 def test_a_dead_rank_ends_the_other_with_a_message(tiny_model, korquad_train_subset, cache_dir, tmp_path):
     """Without torchrun's supervision (which would SIGTERM it), the surviving rank must not hang."""
     args = train_args(tiny_model, tmp_path / "crash", korquad_train_subset, cache_dir, "--per_gpu_train_batch_size",
-                      "2", "--max_steps", "20", "--logging_steps", "0", "--save_steps", "0", "--max_train_samples", "10")
+                      "2", "--max_steps", "20", "--logging_steps", "0", "--save_steps", "0",
+                      "--max_train_samples", "10")
     env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
     command = [sys.executable, "-c", RANK_1_DIES_AT_STEP.format(step=2), *args]
     ranks = [subprocess.Popen(command, cwd=REPO, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
