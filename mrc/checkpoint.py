@@ -139,10 +139,13 @@ def missing_model_message(name: str) -> str:
     known = {hub_id.split("/")[-1]: hub_id for hub_id in DOWNLOADABLE}
     hub_id = name if name in DOWNLOADABLE else known.get(Path(name).name)
     if hub_id is not None:
+        from mrc.download import BUNDLES  # the downloader owns where it puts the files
+
+        bundle = BUNDLES[DOWNLOADABLE[hub_id]]
         return (f"--model_name_or_path {name} is not a local folder and not in the Hugging Face cache ({cache}); "
                 f"this trainer never downloads during a run. Fetch the files once with "
-                f"`python -m mrc.download {DOWNLOADABLE[hub_id]} --dir models`, then pass --model_name_or_path "
-                f"with the folder it prints (models/{hub_id.split('/')[-1]}).")
+                f"`python -m mrc.download {bundle.name}` (it writes {bundle.default_dir}; --dir DIR puts them in "
+                f"DIR instead), then pass --model_name_or_path {bundle.default_dir}.")
     if looks_like_hub_id(name):
         return (f"--model_name_or_path {name}: no such folder, and no hub model of that name in the Hugging Face "
                 f"cache ({cache}). If it is a folder, check the path. If it is a hub id, this trainer never "

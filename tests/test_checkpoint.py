@@ -165,8 +165,9 @@ def test_hub_id_not_downloaded_says_how_to_get_the_files(tmp_path, monkeypatch):
     with pytest.raises(MRCError) as info:
         load_model("monologg/koelectra-base-v3-discriminator")
     message = str(info.value)
-    assert "python -m mrc.download koelectra-base-v3 --dir models" in message
-    assert "models/koelectra-base-v3-discriminator" in message and str(tmp_path / "empty-cache") in message
+    assert "python -m mrc.download koelectra-base-v3" in message
+    assert "--model_name_or_path models/koelectra-base-v3-discriminator" in message
+    assert str(tmp_path / "empty-cache") in message
 
 
 def test_hub_id_found_in_the_local_hf_cache(tmp_path, monkeypatch):
