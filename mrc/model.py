@@ -167,11 +167,12 @@ class EncoderLayer(nn.Module):
 def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
     """[B, T] 1/0 mask -> [B, 1, 1, T] bool "may attend to this key", or None when nothing is padded.
 
-    None lets scaled_dot_product_attention take its fastest (flash) kernel, which refuses masks.
-    Deciding that costs one host sync per forward: small next to a forward pass, and the CPU can
-    queue the rest of the step's kernels right after it.
+    None lets scaled_dot_product_attention take its fastest kernel, which refuses masks. Finding
+    out is free on the CPU but a host sync on an accelerator, which would stall the training
+    step's queue; there the mask is always passed (length-grouped batches are nearly always
+    padded anyway, and the masked kernels handle it).
     """
-    if bool(attention_mask.all()):  # host sync, see above
+    if attention_mask.device.type == "cpu" and bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
 
