@@ -81,11 +81,13 @@ def save_random_model(folder: Path, tokenizer_folder: Path, layers: int) -> None
 # Ours
 
 
-def run_ours(model: Path, data: Path, out: Path, *, int8: bool, batch_size: int) -> tuple[float, dict, int]:
+def run_ours(model: Path, data: Path, out: Path, *, int8: bool, args: argparse.Namespace
+             ) -> tuple[float, dict, int]:
     """Seconds, predictions and window count of one `predict.py` run (fresh window cache)."""
     cache = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=out))
     cfg = PredictConfig(model=model, input=[data], output=out, overwrite=True, int8=int8, device="cpu",
-                        batch_size=batch_size, cache_dir=cache)
+                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
+                        max_query_length=args.max_query_length, cache_dir=cache)
     began = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):      # the resolved config and count tables
         run(cfg)
@@ -163,7 +165,8 @@ def hf_postprocess(contexts: list[str], ids: list[str], sample_of: list[int], of
     return predictions, nbest_all
 
 
-def run_hf(model_folder: Path, data: Path, out: Path, *, stride: int, batch_size: int = 8) -> tuple[float, dict, int]:
+def run_hf(model_folder: Path, data: Path, out: Path, *, max_length: int, stride: int, batch_size: int = 8
+           ) -> tuple[float, dict, int]:
     """Seconds, predictions and window count of the run_qa.py path, from the file to written outputs."""
     from transformers import AutoTokenizer, ElectraForQuestionAnswering
     from transformers.utils import logging as hf_logging
@@ -180,7 +183,7 @@ def run_hf(model_folder: Path, data: Path, out: Path, *, stride: int, batch_size
                 ids.append(qa["id"])
                 questions.append(qa["question"].lstrip())   # run_qa.py strips leading spaces
                 contexts.append(para["context"])
-    enc, sample_of, offsets = hf_windows(tokenizer, questions, contexts, 512, stride)
+    enc, sample_of, offsets = hf_windows(tokenizer, questions, contexts, max_length, stride)
     start, end = hf_logits(model, enc, batch_size)
     predictions, nbest = hf_postprocess(contexts, ids, sample_of, offsets, start, end)
     (out / "hf.predictions.json").write_text(json.dumps(predictions, ensure_ascii=False, indent=4), encoding="utf-8")
@@ -205,7 +208,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="encoder layers of the random model")
     parser.add_argument("--batch_size", type=int, default=PredictConfig.batch_size, help="our windows per batch")
     parser.add_argument("--hf_stride", type=int, default=361, help="HF overlap stride (see the module doc)")
+    parser.add_argument("--max_seq_length", type=int, default=512, help="window length (both paths)")
+    parser.add_argument("--doc_stride", type=int, default=128, help="our step between window starts")
+    parser.add_argument("--max_query_length", type=int, default=64, help="our question token limit")
     parser.add_argument("--skip_int8", action="store_true", help="only the fp32 comparison")
+    parser.add_argument("--skip_hf", action="store_true", help="only ours (fp32 vs --int8), e.g. for a demo model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for every path (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -216,7 +223,7 @@ def main() -> None:
     tokenizer_folder = shared / "models/koelectra-base-v3-discriminator"
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp_name:
         tmp = Path(tmp_name)
-        data = tmp / "korquad_dev_subset.json"
+        data = tmp / "subset.json"
         data.write_text(json.dumps(korquad_subset(dev_path, args.questions), ensure_ascii=False), encoding="utf-8")
         model = args.model
         if model is None:
@@ -227,23 +234,27 @@ def main() -> None:
         print(f"{n} questions of {dev_path.name}, model {args.model or f'random, {args.layers} layers, base widths'}, "
               f"{torch.get_num_threads()} CPU threads")
 
-        hf_s, hf_pred, hf_windows_n = run_hf(model, data, tmp, stride=args.hf_stride)
-        ours_s, ours_pred, ours_windows_n = run_ours(model, data, tmp, int8=False, batch_size=args.batch_size)
-        rows = [("HF run_qa.py path (padded 512, batch 8)", hf_s, hf_windows_n, hf_pred),
-                ("predict.py fp32", ours_s, ours_windows_n, ours_pred)]
+        rows = []
+        if not args.skip_hf:
+            rows.append(("HF run_qa.py path (padded, batch 8)",
+                         *run_hf(model, data, tmp, max_length=args.max_seq_length, stride=args.hf_stride)))
+        rows.append(("predict.py fp32", *run_ours(model, data, tmp, int8=False, args=args)))
         if not args.skip_int8:
-            int8_s, int8_pred, _ = run_ours(model, data, tmp, int8=True, batch_size=args.batch_size)
-            rows.append(("predict.py --int8", int8_s, ours_windows_n, int8_pred))
+            rows.append(("predict.py --int8", *run_ours(model, data, tmp, int8=True, args=args)))
 
+        _, base_seconds, base_pred, _ = rows[0]
         print(f"{'path':42s} {'seconds':>8s} {'q/s':>7s} {'windows':>8s} {'speed-up':>9s}")
-        for name, seconds, windows, _ in rows:
-            print(f"{name:42s} {seconds:8.2f} {n / seconds:7.1f} {windows:8d} {hf_s / seconds:8.2f}x")
-        print(f"answers: predict.py fp32 vs HF path agree on {agreement(ours_pred, hf_pred):.1f}% "
-              f"(windows differ slightly, see the module doc)")
+        for name, seconds, pred, windows in rows:
+            print(f"{name:42s} {seconds:8.2f} {n / seconds:7.1f} {windows:8d} {base_seconds / seconds:8.2f}x")
+        predicted = {name: pred for name, _, pred, _ in rows}
+        if not args.skip_hf:
+            print(f"answers: predict.py fp32 vs HF path agree on "
+                  f"{agreement(predicted['predict.py fp32'], base_pred):.1f}% (windows differ slightly)")
         if not args.skip_int8:
-            print(f"answers: --int8 vs fp32 agree on {agreement(ours_pred, int8_pred):.1f}%")
+            print(f"answers: --int8 vs fp32 agree on "
+                  f"{agreement(predicted['predict.py fp32'], predicted['predict.py --int8']):.1f}%")
         if args.model is not None:
-            for name, _, _, pred in rows:
+            for name, _, pred, _ in rows:
                 scores = evaluate(examples, pred)
                 print(f"{name:42s} EM {scores.exact_match:.2f}  F1 {scores.f1:.2f}")
 
