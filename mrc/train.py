@@ -112,6 +112,10 @@ class TrainConfig:
                          "tokenization here is batched inside `tokenizers`")
     fp16: bool = field(False, "float16 autocast with a dynamic loss scale (GradScaler)")
     fp16_opt_level: str = field("O1", "accepted for run_korquad.py commands (apex); torch.amp has no levels")
+    do_lower_case: bool = field(False, "accepted for run_korquad.py commands; casing comes from the model "
+                                "folder's tokenizer_config.json (KoELECTRA v3 is cased)")
+    overwrite_cache: bool = field(False, "accepted for run_korquad.py commands; the window cache is keyed by the "
+                                  "input, tokenizer and settings, so a stale cache is never reused")
     # -- new in this trainer --
     bf16: bool = field(False, "bfloat16 autocast (no loss scale needed); Ampere or newer GPUs")
     neg_ratio: float = field(1.0, "fraction of the windows without the answer kept each epoch (seeded); 1 = all")
@@ -668,7 +672,7 @@ def diff_args(saved_path: Path, cfg: TrainConfig) -> list[str]:
     ignore = {"resume", "overwrite_output_dir", "do_eval", "evaluate_during_training", "eval_all_checkpoints",
               "per_gpu_eval_batch_size", "max_eval_samples", "predict_file", "logging_steps", "save_steps",
               "n_best_size", "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank",
-              "threads", "dist_timeout", "model_name_or_path", "cache_dir", "data_dir", "train_file"}
+              "threads", "dist_timeout", "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file"}
     try:
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
