@@ -26,7 +26,7 @@ from rich.table import Table
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import load_model, resolve_model_folder
+from mrc.checkpoint import load_model, looks_like_hub_id, resolve_model_folder
 from mrc.config import field, print_config
 from mrc.data import Example, ReadStats, read_examples
 from mrc.errors import MRCError
@@ -273,6 +273,15 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         return quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8)
 
 
+def model_folder(model: Path) -> Path:
+    """The folder behind --model: the folder itself, or a hub id's snapshot in the local HF cache
+    (for the model and the tokenizer alike)."""
+    if not model.is_dir() and not looks_like_hub_id(str(model)):
+        raise MRCError(f"--model {model}: no such folder; pass a folder train.py saved (config.json, "
+                       f"model.safetensors, vocab.txt, tokenizer_config.json)")
+    return resolve_model_folder(model)
+
+
 def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext) -> nn.Module:
     model, _ = load_model(cfg.model, report=console.print if ctx.is_main else None)
     model.eval()
@@ -456,8 +465,7 @@ def print_debug(prediction) -> None:
 
 def run(cfg: PredictConfig):
     """Batch mode (list of FileResult) or debug mode (the Prediction); None on non-main ranks in debug mode."""
-    # A hub id already in the local HF cache becomes its folder, for the model and the tokenizer alike.
-    cfg = dataclasses.replace(cfg, model=resolve_model_folder(cfg.model))
+    cfg = dataclasses.replace(cfg, model=model_folder(cfg.model))
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
     try:
         if ctx.is_main:

@@ -265,3 +265,9 @@ def test_conflicting_or_missing_flags_say_what_to_change(flags, says, tmp_path):
     settings = dict(model=tmp_path, input=[tmp_path / "x.json"], output=tmp_path / "out") | flags
     with pytest.raises(MRCError, match=says.replace("-", r"\-")):
         PredictConfig(**settings)
+
+
+def test_a_missing_model_folder_is_named_with_the_flag(tmp_path, mixed_items):
+    with pytest.raises(MRCError, match=r"--model .*missing: no such folder"):
+        run(PredictConfig(model=tmp_path / "missing", input=[mixed_items], output=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
