@@ -3,34 +3,42 @@
 A span (i, j) of a window is valid when both tokens lie in the window's context,
 i <= j < i + max_answer_length, and the start token i lies in the window's max-context interval
 (every paragraph token is scored in exactly one window, BERT's `_check_is_max_context`). Its
-score is start[i] + end[j].
+score is start[i] + end[j]. We want the k best spans of each group of windows (an example's
+windows, or each window alone).
 
-Scoring the whole band [N, T, A] (A = max_answer_length) costs N*T*A adds. We avoid it without
-losing exactness: the best span starting at i scores start[i] + max(end[i : i + A]) (a sliding
-max, log2(A) tensor ops), and a span can only be among a window's k best if its start row is
-among the k best rows, because each better row already holds a span that beats it. So we keep
-the k best rows per window and score only their band, [N, k, A].
+Scoring the whole band [N, T, A] (A = max_answer_length) costs N*T*A adds and a top-k over it.
+We avoid both without losing exactness, by thresholds instead of sorted top-k lists:
+1. row_best[i] = start[i] + max(end[i : i + A]) is the best span starting at i (a sliding max,
+   log2(A) tensor ops).
+2. A window with k valid starts has k distinct spans scoring at least its k-th largest
+   row_best, so the group's k-th best span scores at least `floor` = the largest of its windows'
+   k-th row_best. A span at or above the floor starts in a row whose row_best is at or above it.
+3. So only rows with row_best >= floor are scored in full ([C, A], C ~ k per group), only spans
+   >= floor are kept, and those few are sorted. Everything tied with the k-th best is among
+   them, so the tie rule below decides the order exactly as a full sort would.
 
 Ties are broken the same way on every device: equal scores rank by earlier window, then earlier
-start, then earlier end (the shorter span). `torch.topk` alone does not promise an order among
-equal values, so `top_k_stable` fixes it.
+start, then earlier end (the shorter span). Candidates are produced in that order and only stable
+sorts reorder them.
 
-On CPU the cost is dominated by per-row top-k selection, so windows go in chunks of similar
-length (each cut to its longest window and small enough for the cache) and wide rows are ranked
-in two levels (block maxima first). NaN logits inside a context give undefined spans.
+On CPU, `np.partition` finds the k-th largest value of each row ~5x faster than `torch.topk`
+(no indices, no order), so that one step runs in numpy there. NaN logits inside a context give
+undefined spans.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 NEG_INF = float("-inf")
-# Logit elements per chunk of windows: about 1 MiB of float32 on CPU (cache-sized), big on GPU.
-CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 26}
+# Logit elements per chunk of windows: bounds the [rows, T] temporaries (about 16 MiB of float32
+# on CPU, where the whole KorQuAD dev set fits in one chunk; more on GPUs).
+CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 26}
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class WindowSpans:
     start_begin: Tensor     # max-context interval [start_begin, start_end): where a span may start
     start_end: Tensor
 
-    def take(self, rows: Tensor) -> WindowSpans:
+    def take(self, rows: slice | Tensor) -> WindowSpans:
         """The bounds of windows `rows` only."""
         return WindowSpans(self.context_begin[rows], self.context_end[rows], self.start_begin[rows],
                            self.start_end[rows])
@@ -50,10 +58,10 @@ class WindowSpans:
 
 @dataclass(frozen=True)
 class SpanCandidates:
-    """The k best valid spans of each window, best first (all `[N, k]`).
+    """The k best valid spans of each group (all `[G, k]`), best first.
 
-    Rows with fewer than k valid spans are padded with score -inf; their positions are
-    meaningless and must be filtered by `score > -inf`.
+    Groups with fewer than k valid spans are padded with score -inf; their other columns are
+    meaningless there and must be filtered by `score > -inf`.
     """
 
     score: Tensor        # float32: start_logit + end_logit
@@ -61,148 +69,185 @@ class SpanCandidates:
     end: Tensor          # int64 sequence positions, inclusive
     start_logit: Tensor  # float32
     end_logit: Tensor    # float32
+    row: Tensor          # int64 row of the logits (window) the span lies in
 
 
 def top_k_stable(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The k largest values of each row, largest first, equal values in index order.
 
-    values: `[R, M]`. Returns (values `[R, k]`, distinct indices `[R, k]`), k clipped to M.
+    values: `[R, M]`. Returns (values `[R, k]`, indices `[R, k]`), k clipped to M.
     """
-    index = top_k_indices(values, k)                             # [R, k] ascending
-    picked = values.gather(1, index)                             # [R, k]
-    order = picked.sort(dim=1, descending=True, stable=True).indices
-    return picked.gather(1, order), index.gather(1, order)
+    order = values.sort(dim=1, descending=True, stable=True)
+    return order.values[:, :k], order.indices[:, :k]
 
 
-def top_k_indices(values: Tensor, k: int) -> Tensor:
-    """Indices `[R, k]` of the k largest values of each row, in ascending index order.
-
-    At the k-th place, equal values are taken earliest index first, so the kept set does not
-    depend on the device's topk either. Wide rows are searched in two levels (see
-    `_top_k_set_by_blocks`): on CPU topk costs ~10 ns per value, a block max well under 1.
-    """
-    width = values.shape[1]
-    k = min(k, width)
-    block = int((width / k) ** 0.5)         # balances reading M / block maxima against k * block values
-    if block >= 3 and width // block > k:
-        index = _top_k_set_by_blocks(values, k, block)
-    else:
-        index = _top_k_set(values, k)
-    return index.sort(dim=1).values
-
-
-def _top_k_set(values: Tensor, k: int) -> Tensor:
-    """Indices `[R, k]` (in no order) of the k largest values, ties at the k-th place to the earliest."""
-    width = values.shape[1]
-    probe = values.topk(min(k + 1, width), dim=1)                # [R, k+1] largest first
-    index = probe.indices[:, :k]                                 # [R, k]
-    if width > k:
-        kth = probe.values[:, k - 1]
-        # The kept set is ambiguous only where the k-th value ties with the next one.
-        ambiguous = (kth == probe.values[:, k]).nonzero()[:, 0]  # [R'] (few rows)
-        if len(ambiguous):
-            index = index.index_put((ambiguous,), _earliest_top_k(values[ambiguous], kth[ambiguous], k))
-    return index
-
-
-def _earliest_top_k(values: Tensor, kth: Tensor, k: int) -> Tensor:
-    """Indices `[R, k]` of the values above `kth` plus the earliest ones equal to it."""
-    above = values > kth[:, None]                                # [R, M]
-    ties = values == kth[:, None]                                # [R, M]
-    room = k - above.sum(dim=1, keepdim=True)                    # [R, 1] tied places still free
-    keep = above | (ties & (ties.cumsum(dim=1) <= room))         # [R, M] exactly k per row
-    return keep.nonzero()[:, 1].view(len(values), k)
-
-
-def _top_k_set_by_blocks(values: Tensor, k: int, block: int) -> Tensor:
-    """`_top_k_set` reading only the k blocks of `block` values with the largest maxima.
-
-    Exact: a value outside those blocks has k block maxima at least as large ahead of it, and
-    where maxima tie at the k-th place the earliest block holds the earliest equal values.
-    The -inf padding of the last block sits after every real value, so it is never kept.
-    """
+def kth_largest(values: Tensor, k: int) -> Tensor:
+    """The k-th largest value of each row of `values` `[R, M]` (-inf when M < k), as `[R]`."""
     rows, width = values.shape
-    blocks = -(-width // block)
-    padded = F.pad(values, (0, blocks * block - width), value=NEG_INF)               # [R, nb * B]
-    maxima = padded.view(rows, blocks, block).amax(dim=2)                             # [R, nb]
-    chosen = top_k_indices(maxima, k)                                                 # [R, k] ascending
-    columns = (chosen[:, :, None] * block + torch.arange(block, device=values.device)).view(rows, -1)
-    return columns.gather(1, _top_k_set(padded.gather(1, columns), k))                # [R, k]
+    if width < k:
+        return values.new_full((rows,), NEG_INF)
+    if values.device.type == "cpu":
+        # Selection without indices; torch's topk/kthvalue cost several times more on CPU.
+        return torch.from_numpy(np.partition(values.numpy(), width - k, axis=1)[:, width - k])
+    return top_k_stable(values, k)[0][:, k - 1]
 
 
 def sliding_max(x: Tensor, width: int) -> Tensor:
     """out[:, t] = max(x[:, t : t + width]), reading -inf past the end. x: `[R, T]`."""
-    length = x.shape[1]
-    cur = F.pad(x, (0, width - 1), value=NEG_INF)                # [R, T + width - 1]
-    span = 1
+    return _sliding_max_padded(F.pad(x, (0, width - 1), value=NEG_INF), width)
+
+
+def _sliding_max_padded(padded: Tensor, width: int) -> Tensor:
+    """`sliding_max` of x from x padded with width - 1 columns of -inf: `[R, T + width - 1]` -> `[R, T]`.
+
+    The steps write into two scratch buffers: fresh tensors per step cost more in page faults
+    than the maxima themselves on CPU.
+    """
+    length = padded.shape[1] - (width - 1)
+    scratch = (torch.empty_like(padded), torch.empty_like(padded))
+    cur, span, which = padded, 1, 0
     # cur[:, t] holds the max over [t, t + span); doubling span costs one op per step.
     while span * 2 <= width:
-        cur = torch.maximum(cur[:, :-span], cur[:, span:])
-        span *= 2
+        nxt = scratch[which][:, :cur.shape[1] - span]
+        torch.maximum(cur[:, :-span], cur[:, span:], out=nxt)
+        cur, span, which = nxt, span * 2, 1 - which
     # Two overlapping windows of `span` cover [t, t + width) exactly.
-    return torch.maximum(cur[:, :length], cur[:, width - span: width - span + length])
-
-
-def masked_logits(logits: Tensor, begin: Tensor, end: Tensor) -> Tensor:
-    """logits as float32 `[N, T]` with -inf outside [begin, end) of each row."""
-    pos = torch.arange(logits.shape[1], device=logits.device)    # [T]
-    inside = (pos >= begin[:, None]) & (pos < end[:, None])      # [N, T]
-    return torch.where(inside, logits.float(), NEG_INF)
+    return torch.maximum(cur[:, :length], cur[:, width - span: width - span + length],
+                         out=scratch[which][:, :length])
 
 
 def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans,
                          max_answer_length: int, k: int) -> SpanCandidates:
-    """The k best valid spans of every window (exact, see the module doc).
+    """The k best valid spans of every window (`[N, k]`; exact, see the module doc)."""
+    sizes = torch.ones(start_logits.shape[0], dtype=torch.long, device=start_logits.device)
+    return top_spans_per_group(start_logits, end_logits, windows, sizes, max_answer_length, k)
+
+
+def top_spans_per_group(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans, group_sizes: Tensor,
+                        max_answer_length: int, k: int) -> SpanCandidates:
+    """The k best valid spans of every group of consecutive windows (`[G, k]`; exact).
 
     start_logits, end_logits: `[N, T]`, any float dtype; values outside the context (padding
-    included) may be anything, they are masked here. Windows are searched in chunks of similar
-    context end: each chunk is cut to its own longest window (less padding) and, on CPU, stays
-    small enough to live in cache.
+    included) may be anything, they are masked here. group_sizes: int64 `[G]`, windows per group,
+    summing to N; within a group, earlier rows are earlier windows (for ties). Rows go in chunks
+    of whole groups to bound memory.
     """
     n, length = start_logits.shape
     device = start_logits.device
     k = min(k, length)
-    if n == 0:
-        empty = torch.empty((0, k), device=device)
-        return SpanCandidates(empty, empty.long(), empty.long(), empty, empty)
-    context_end = windows.context_end.clamp(max=length)
-    order = torch.argsort(context_end, stable=True)                                   # [N] shortest first
-    chunk_widths = context_end[order].tolist()                                        # host sync, once
-    rows_per_chunk = max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"]) // length)
+    limit = max(1, CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"]) // max(length, 1))
     parts = []
-    for lo in range(0, n, rows_per_chunk):
-        rows = order[lo:lo + rows_per_chunk]
-        width = max(1, chunk_widths[min(lo + rows_per_chunk, n) - 1])
-        # Narrow first, then pick rows: only `width` columns are copied.
-        part = _top_spans_dense(start_logits[:, :width][rows], end_logits[:, :width][rows], windows.take(rows),
+    for g_lo, g_hi, r_lo, r_hi in _chunks(group_sizes.tolist(), limit):            # host sync, once
+        rows = slice(r_lo, r_hi)
+        part = _top_spans_dense(start_logits[rows], end_logits[rows], windows.take(rows), group_sizes[g_lo:g_hi],
                                 max_answer_length, k)
-        parts.append([F.pad(t, (0, k - t.shape[1]), value=NEG_INF if t.is_floating_point() else 0)
-                      for t in (part.score, part.start, part.end, part.start_logit, part.end_logit)])
-    back = torch.argsort(order)                                                       # [N] chunk order -> input order
-    return SpanCandidates(*(torch.cat(columns)[back] for columns in zip(*parts)))
+        parts.append(part if r_lo == 0 else SpanCandidates(part.score, part.start, part.end, part.start_logit,
+                                                           part.end_logit, part.row + r_lo))
+    return parts[0] if len(parts) == 1 else SpanCandidates(*(torch.cat(columns) for columns in zip(*(
+        (p.score, p.start, p.end, p.start_logit, p.end_logit, p.row) for p in parts))))
+
+def _chunks(sizes: list[int], limit: int) -> list[tuple[int, int, int, int]]:
+    """(first group, end group, first row, end row) of consecutive chunks of whole groups, each
+    of at most `limit` rows unless one group alone is longer. At least one chunk."""
+    chunks, g_lo, r_lo, rows = [], 0, 0, 0
+    for g, size in enumerate(sizes):
+        if rows and rows + size > limit:
+            chunks.append((g_lo, g, r_lo, r_lo + rows))
+            g_lo, r_lo, rows = g, r_lo + rows, 0
+        rows += size
+    chunks.append((g_lo, len(sizes), r_lo, r_lo + rows))
+    return chunks
 
 
-def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans,
+def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans, group_sizes: Tensor,
                      max_answer_length: int, k: int) -> SpanCandidates:
-    """`top_spans_per_window` on one chunk, all rows padded to the same width T."""
-    n = start_logits.shape[0]
-    width = max_answer_length
-    start = masked_logits(start_logits, windows.start_begin, windows.start_end)      # [n, T]
-    end = masked_logits(end_logits, windows.context_begin, windows.context_end)      # [n, T]
-    row_best = start + sliding_max(end, width)                                        # [n, T]
-    rows = top_k_indices(row_best, k)   # [n, k] in position order, so flat band order is (start, end)
-    k_rows = rows.shape[1]
+    """`top_spans_per_group` on one chunk of whole groups, its rows numbered from 0."""
+    n, device = start_logits.shape[0], start_logits.device
+    groups, width = len(group_sizes), max_answer_length
+    if n == 0:
+        empty = torch.empty((groups, k), device=device)
+        return SpanCandidates(empty, empty.long(), empty.long(), empty, empty, empty.long())
+    # Columns past the last context token cannot hold a span end.
+    length = max(1, min(start_logits.shape[1], int(windows.context_end.max())))          # host sync
+    stride = length + width - 1
+    context_end = windows.context_end.clamp(max=length)
+    end = _end_logits_banded(end_logits[:, :length], context_end, width)                  # [n, T + A - 1]
+    row_best = _sliding_max_padded(end, width)                                            # [n, T] view, row stride T + A - 1
+    row_best += start_logits[:, :length]
+    pos = torch.arange(length, device=device)                                             # [T]
+    may_start = (pos >= windows.start_begin[:, None]) & (pos < windows.start_end.clamp(max=length)[:, None])
+    torch.where(may_start, row_best, torch.tensor(NEG_INF, device=device), out=row_best)
 
-    # bands[b, i] is the view end[b, i : i + A]; indexing it copies only the kept rows' bands.
-    bands = F.pad(end, (0, width - 1), value=NEG_INF).unfold(1, width, 1)             # [n, T, A] view
-    band_end_logit = bands[torch.arange(n, device=rows.device)[:, None], rows].view(n, -1)   # [n, k*A]
-    row_start_logit = start.gather(1, rows)                                           # [n, k]
-    band = (row_start_logit[:, :, None] + band_end_logit.view(n, k_rows, width)).view(n, -1)   # [n, k*A]
-    score, flat = top_k_stable(band, k)                                               # [n, k]
+    group_of_row = torch.repeat_interleave(torch.arange(groups, device=device), group_sizes, output_size=n)
+    floor = torch.full((groups,), NEG_INF, device=device).scatter_reduce(
+        0, group_of_row, kth_largest(row_best, k).to(device), reduce="amax")             # [G]
+    # The lowest finite float, where a group has fewer than k valid starts: -inf never qualifies.
+    floor = floor.clamp(min=torch.finfo(torch.float32).min)
+    row_floor = floor.index_select(0, group_of_row)                                       # [n]
+    at = flat_nonzero(row_best >= row_floor[:, None])                                     # [C] in (window, start) order
+    cand_row, cand_start = at // length, at % length
+    band = end.view(-1).unfold(0, width, 1).index_select(0, cand_row * stride + cand_start)   # [C, A] end logits
+    cand_start_logit = start_logits.reshape(-1).index_select(0, cand_row * start_logits.shape[1] + cand_start).float()
+    band_score = band + cand_start_logit[:, None]                                         # [C, A]
+    at = flat_nonzero(band_score >= row_floor.index_select(0, cand_row)[:, None])         # [S] in (window, start, end) order
+    cand, offset = at // width, at % width
+    score = band_score.view(-1).index_select(0, at) + 0.0                                 # [S] (-0.0 becomes 0.0 for the key)
+    span_row = cand_row.index_select(0, cand)                                             # [S]
+    group = group_of_row.index_select(0, span_row)                                        # [S]
+    order = _by_group_best_first(group, score)                                            # [S]
+    group = group.index_select(0, order)
+    spans_per_group = torch.bincount(group, minlength=groups)                             # [G]
+    rank = torch.arange(len(order), device=device) - (spans_per_group.cumsum(0) - spans_per_group).index_select(0, group)
+    top = flat_nonzero(rank < k)                                                          # [<= G*k]
+    order, slot = order.index_select(0, top), (group * k + rank).index_select(0, top)
+
+    def place(values: Tensor, fill: float) -> Tensor:
+        out = values.new_full((groups * k,), fill)
+        out.index_copy_(0, slot, values.index_select(0, order))
+        return out.view(groups, k)
+
+    span_start = cand_start.index_select(0, cand)
     return SpanCandidates(
-        score=score,
-        start=rows.gather(1, flat // width),
-        end=rows.gather(1, flat // width) + flat % width,
-        start_logit=row_start_logit.gather(1, flat // width),
-        end_logit=band_end_logit.gather(1, flat),
+        score=place(score, NEG_INF),
+        start=place(span_start, 0),
+        end=place(span_start + offset, 0),
+        start_logit=place(cand_start_logit.index_select(0, cand), NEG_INF),
+        end_logit=place(band.reshape(-1).index_select(0, at), NEG_INF),
+        row=place(span_row, 0),
     )
+
+
+def _end_logits_banded(end_logits: Tensor, context_end: Tensor, width: int) -> Tensor:
+    """End logits `[n, T]` as float32 `[n, T + A - 1]`, -inf on the A - 1 columns after each context.
+
+    Those are the only columns past the context that the band of a valid start reaches (it starts
+    before the context end), so garbage further right is left alone: it only reaches rows that
+    are not valid starts, which are masked.
+    """
+    n, length = end_logits.shape
+    stride = length + width - 1
+    end = torch.empty((n, stride), device=end_logits.device)
+    end[:, :length] = end_logits
+    rows = torch.arange(n, device=end.device)[:, None] * stride                           # [n, 1]
+    end.view(-1)[(rows + context_end[:, None] + torch.arange(width - 1, device=end.device)).view(-1)] = NEG_INF
+    return end
+
+
+def flat_nonzero(mask: Tensor) -> Tensor:
+    """Indices `[K]` of the true entries of `mask` in its row-major order (int64)."""
+    if mask.device.type == "cpu":
+        # Several times faster than torch.nonzero on CPU.
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.reshape(-1).nonzero()[:, 0]
+
+def _by_group_best_first(group: Tensor, score: Tensor) -> Tensor:
+    """The order `[S]` that sorts spans by group, then by score descending, ties kept in input order.
+
+    One stable sort of an int64 key: the group in the high 32 bits, and in the low 32 the score's
+    float32 bits turned into an integer of the same order (negative floats have their magnitude
+    bits flipped), inverted for descending order. score must hold no -0.0 and no NaN.
+    """
+    bits = score.view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()                        # [S] same order as score
+    key = group * (1 << 32) + ((1 << 31) - 1 - ordered)                                  # [S]
+    return key.sort(stable=True).indices

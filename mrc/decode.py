@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.span_decode import NEG_INF, SpanCandidates, WindowSpans, top_k_stable, top_spans_per_window
+from kernels.span_decode import NEG_INF, WindowSpans, top_spans_per_group
 from mrc.io import atomic_write_text
 
 NBEST_KEYS = ("text", "probability", "start_logit", "end_logit", "char_start", "char_end")
@@ -37,24 +37,29 @@ NBEST_FILE_KEYS = ("text", "probability", "start_logit", "end_logit")     # nbes
 
 
 class NBestTable:
-    """The n-best entries of every decoded example as columns `[E, n+1]`; a row becomes dicts on demand.
+    """The n-best entries of every decoded example as columns, texts included.
 
-    Building ~20 dicts per question costs more than the whole tensor search, and evaluation
-    during training reads only the answers, so `Prediction.nbest` is built on first access.
+    Row e holds example e's entries, best first: `count[e]` of them, a prefix of columns `[E, n+1]`;
+    `texts[first[e] : first[e] + count[e]]` are their texts. Building ~20 dicts per question costs
+    more than the whole search, so `Prediction.nbest` turns a row into dicts on first access only.
     """
 
-    def __init__(self, contexts: list[str], count: np.ndarray, char_start: np.ndarray, char_end: np.ndarray,
+    def __init__(self, texts: list[str], count: np.ndarray, char_start: np.ndarray, char_end: np.ndarray,
                  start_logit: np.ndarray, end_logit: np.ndarray, probability: np.ndarray):
-        self.contexts = contexts            # [E] context text of each example
-        self.count = count                  # [E] entries in use (a prefix of each row)
-        self.columns = (char_start, char_end, start_logit, end_logit, probability)
+        self.texts = texts                  # [sum(count)] entry texts, row after row ("" for the null entry)
+        self.count = count                  # [E] entries in use
+        self.first = np.cumsum(count) - count   # [E] where each row's texts begin
+        self.char_start, self.char_end = char_start, char_end   # [E, n+1] paragraph offsets, -1 for null
+        self.start_logit, self.end_logit = start_logit, end_logit   # [E, n+1] float32
+        self.probability = probability      # [E, n+1] float64, softmax over each row's entries
 
     def entries(self, e: int) -> list[dict]:
-        """The n-best of example row e, best first; the null entry has text "" at char -1..-1."""
-        context, count = self.contexts[e], int(self.count[e])
-        rows = zip(*(column[e, :count].tolist() for column in self.columns))
-        return [{"text": context[lo:hi] if lo >= 0 else "", "probability": p, "start_logit": sl,
-                 "end_logit": el, "char_start": lo, "char_end": hi} for lo, hi, sl, el, p in rows]
+        """The n-best of example row e as dicts with the keys NBEST_KEYS, best first."""
+        count, first = int(self.count[e]), int(self.first[e])
+        columns = (self.texts[first:first + count],) + tuple(
+            column[e, :count].tolist() for column in (self.probability, self.start_logit, self.end_logit,
+                                                       self.char_start, self.char_end))
+        return [dict(zip(NBEST_KEYS, values)) for values in zip(*columns)]
 
 
 class Prediction:
@@ -87,18 +92,6 @@ class Prediction:
                 f"char_end={self.char_end}, score={self.score}, null_score_diff={self.null_score_diff})")
 
 
-@dataclass(frozen=True)
-class ExampleSpans:
-    """The n best spans of each example (all `[E, n]`, best first, score -inf = none)."""
-
-    score: Tensor
-    row: Tensor          # row of the (store-ordered) logits the span comes from
-    start: Tensor        # sequence positions in that window
-    end: Tensor
-    start_logit: Tensor
-    end_logit: Tensor
-
-
 def window_spans(store, windows: np.ndarray, device: torch.device) -> WindowSpans:
     """Sequence-position bounds of the context and the max-context interval of `windows`."""
     table = store.windows
@@ -113,46 +106,6 @@ def window_spans(store, windows: np.ndarray, device: torch.device) -> WindowSpan
         start_begin=context_begin + column(table.max_context_start),
         start_end=context_begin + column(table.max_context_end),
     )
-
-
-def example_groups(example_of_row: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """For rows sorted by example: (example per group `[E]`, first row `[E]`, row count `[E]`)."""
-    examples, counts = torch.unique_consecutive(example_of_row, return_counts=True)
-    first = counts.cumsum(0) - counts
-    return examples, first, counts
-
-
-def merge_per_example(cands: SpanCandidates, first: Tensor, counts: Tensor, n: int) -> ExampleSpans:
-    """The n best spans of each example from the k best of each of its windows.
-
-    Exact: an example's n best spans are among the n best of the windows they come from. An
-    example with one window (most of them) keeps that window's list; the others rank their
-    windows' lists laid out in window order, so `top_k_stable` keeps equal scores in window order.
-    """
-    rows, k = cands.score.shape
-    groups, most = len(counts), int(counts.max())
-    width = min(n, most * k)
-    device = counts.device
-    score = F.pad(cands.score[first], (0, width - k), value=NEG_INF)                           # [E, n]
-    row = first[:, None].expand(groups, width).clone()                                          # [E, n]
-    which = F.pad(torch.arange(k, device=device), (0, width - k)).expand(groups, width).clone()  # [E, n]
-    multi = (counts > 1).nonzero()[:, 0]                                                        # [M]
-    if len(multi):
-        m_first, m_counts = first[multi], counts[multi]
-        member = torch.repeat_interleave(torch.arange(len(multi), device=device), m_counts)   # [R]
-        slot = torch.arange(len(member), device=device) - (m_counts.cumsum(0) - m_counts)[member]
-        grid = cands.score.new_full((len(multi), most, k), NEG_INF)                             # [M, W, k]
-        grid[member, slot] = cands.score[m_first[member] + slot]
-        score[multi], flat = top_k_stable(grid.view(len(multi), most * k), width)               # [M, n]
-        # Padded slots hold -inf; point them at a real window so the gathers below stay in range.
-        row[multi] = m_first[:, None] + torch.minimum(flat // k, m_counts[:, None] - 1)
-        which[multi] = flat % k
-
-    def pick(values: Tensor) -> Tensor:
-        return values[row, which]
-
-    return ExampleSpans(score=score, row=row, start=pick(cands.start), end=pick(cands.end),
-                        start_logit=pick(cands.start_logit), end_logit=pick(cands.end_logit))
 
 
 def min_null_per_example(null: Tensor, first: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -171,7 +124,7 @@ def min_null_per_example(null: Tensor, first: Tensor, counts: Tensor) -> tuple[T
     return grid.gather(1, best_slot[:, None])[:, 0], first + best_slot
 
 
-def nbest_layout(span_score: Tensor, null: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def nbest_layout(span_score: np.ndarray, null: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores of the final n-best entries `[E, n+1]` in order, which entry is the null, and which span.
 
     Without a null score the last column is empty (-inf). With one, the null entry takes its
@@ -179,26 +132,29 @@ def nbest_layout(span_score: Tensor, null: Tensor | None) -> tuple[Tensor, Tenso
     list is cut to n entries, and a null that ranks below all n spans is appended as entry n+1.
     """
     groups, n = span_score.shape
-    place = torch.arange(n + 1, device=span_score.device)[None, :]                 # [1, n+1]
+    place = np.arange(n + 1)[None, :]                                              # [1, n+1]
     if null is None:
-        rank = torch.full((groups, 1), n, device=span_score.device)
+        rank = np.full((groups, 1), n)
     else:
-        rank = (span_score >= null[:, None]).sum(dim=1, keepdim=True)             # [E, 1]
-    span_index = torch.where(place < rank, place, place - 1).clamp(0, n - 1)       # [E, n+1]
-    is_null = place == rank
-    scores = span_score.gather(1, span_index)
+        rank = (span_score >= null[:, None]).sum(axis=1, keepdims=True)            # [E, 1]
+    span_index = np.where(place < rank, place, place - 1).clip(0, n - 1)           # [E, n+1]
+    is_null = np.broadcast_to(place == rank, (groups, n + 1))
+    scores = np.take_along_axis(span_score, span_index, axis=1)
     if null is None:
-        scores = torch.where(is_null, NEG_INF, scores)
+        scores = np.where(is_null, NEG_INF, scores)
     else:
-        scores = torch.where(is_null, null[:, None], scores)
-        scores = torch.where((place == n) & (rank < n), NEG_INF, scores)            # cut to n
-    return scores, is_null.expand(groups, n + 1), span_index
+        scores = np.where(is_null, null[:, None], scores)
+        scores = np.where((place == n) & (rank < n), NEG_INF, scores)               # cut to n
+    return scores, is_null, span_index
 
 
-def probabilities(scores: Tensor) -> Tensor:
+def probabilities(scores: np.ndarray) -> np.ndarray:
     """Softmax over the finite entries of each row (float64); rows with none give zeros."""
-    probs = torch.softmax(scores.double(), dim=1)
-    return torch.nan_to_num(probs, nan=0.0)
+    scores = scores.astype(np.float64)
+    top = scores.max(axis=1, keepdims=True)
+    weights = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
+    total = weights.sum(axis=1, keepdims=True)
+    return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
 
 
 def decode(start_logits, end_logits, store, window_indices, n_best_size: int, max_answer_length: int,
@@ -222,78 +178,99 @@ def decode(start_logits, end_logits, store, window_indices, n_best_size: int, ma
     windows = window_indices[order]
     if np.any(windows[1:] == windows[:-1]):
         raise ValueError("window_indices repeats a window; each window must be decoded once")
-
     device = start_logits.device
-    cands = top_spans_per_window(start_logits, end_logits, window_spans(store, window_indices, device),
-                                 max_answer_length, n_best_size)
-    # From here on rows are in store order, so each example's windows are consecutive.
-    rows = torch.from_numpy(order).to(device)
-    cands = SpanCandidates(*(t[rows] for t in (cands.score, cands.start, cands.end, cands.start_logit,
-                                                cands.end_logit)))
-    cls_start, cls_end = start_logits[rows, 0].float(), end_logits[rows, 0].float()   # [N]
-    example_of_row = torch.from_numpy(np.asarray(store.windows.example_index)[windows].astype(np.int64))
-    examples, first, counts = example_groups(example_of_row.to(device))
-
-    best = merge_per_example(cands, first, counts, n_best_size)
-    null = null_row = None
+    # Rows in store order, so each example's windows are consecutive and ties go to earlier windows.
+    if np.any(order != np.arange(len(order))):
+        rows = torch.from_numpy(order).to(device)
+        start_logits, end_logits = start_logits[rows], end_logits[rows]
+    examples, first_row, counts = np.unique(np.asarray(store.windows.example_index)[windows], return_index=True,
+                                            return_counts=True)
+    counts_t = torch.from_numpy(counts.astype(np.int64)).to(device)
+    best = top_spans_per_group(start_logits, end_logits, window_spans(store, windows, device), counts_t,
+                               max_answer_length, n_best_size)
+    null = None
     if null_score_diff_threshold is not None:
-        null, null_row = min_null_per_example(cls_start + cls_end, first, counts)
-    return _predictions(store, windows, examples, best, cls_start, cls_end, null, null_row,
-                        null_score_diff_threshold)
+        cls_start, cls_end = start_logits[:, 0].float(), end_logits[:, 0].float()       # [N]
+        null, null_row = min_null_per_example(cls_start + cls_end, torch.from_numpy(first_row).to(device),
+                                              counts_t)
+        null = NullEntry(null.cpu().numpy(), cls_start[null_row].cpu().numpy(), cls_end[null_row].cpu().numpy())
+    columns = SpanColumns(*(t.cpu().numpy() for t in (best.score, best.row, best.start, best.end,
+                                                       best.start_logit, best.end_logit)))
+    return _predictions(store, windows, examples, columns, null, null_score_diff_threshold)
 
 
-def _predictions(store, windows: np.ndarray, examples: Tensor, best: ExampleSpans,
-                 cls_start: Tensor, cls_end: Tensor, null: Tensor | None,
-                 null_row: Tensor | None, threshold: float | None) -> list[Prediction]:
-    """Host side: char offsets and text of the answers, and the n-best table behind them."""
-    entry_score, is_null, span_index = nbest_layout(best.score, null)              # [E, n+1]
-    probs = probabilities(entry_score).cpu().numpy()
-    entry_score, is_null, span_index = (t.cpu().numpy() for t in (entry_score, is_null, span_index))
-    span_score = best.score.cpu().numpy()                                          # [E, n]
-    char_start, char_end = _span_chars(store, windows, best, np.isfinite(span_score))
+@dataclass(frozen=True)
+class SpanColumns:
+    """The n best spans of each example on the host (all `[E, n]`, best first, score -inf = none)."""
 
-    null_score = null_start = null_end = None
-    if null is not None:
-        null_score = null.cpu().numpy()                                            # [E]
-        null_start = cls_start[null_row].cpu().numpy()[:, None]
-        null_end = cls_end[null_row].cpu().numpy()[:, None]
+    score: np.ndarray
+    row: np.ndarray          # row of the store-ordered windows the span lies in
+    start: np.ndarray        # sequence positions in that window
+    end: np.ndarray
+    start_logit: np.ndarray
+    end_logit: np.ndarray
+
+
+@dataclass(frozen=True)
+class NullEntry:
+    """Each example's "no answer" option (all `[E]`): its score and the CLS logits behind it."""
+
+    score: np.ndarray
+    start_logit: np.ndarray
+    end_logit: np.ndarray
+
+
+def _predictions(store, windows: np.ndarray, examples: np.ndarray, spans: SpanColumns, null: NullEntry | None,
+                 threshold: float | None) -> list[Prediction]:
+    """Host side: char offsets and texts of the answers and of every n-best entry."""
+    entry_score, is_null, span_index = nbest_layout(spans.score, None if null is None else null.score)   # [E, n+1]
+    count = np.isfinite(entry_score).sum(axis=1)            # finite entries form a prefix of each row
+    char_start, char_end = _span_chars(store, windows, spans, np.isfinite(spans.score))               # [E, n]
 
     def entries(span_values: np.ndarray, null_values) -> np.ndarray:
         """A per-span column `[E, n]` laid out as the n-best entries `[E, n+1]`."""
         values = np.take_along_axis(span_values, span_index, axis=1)
         return np.where(is_null, null_values, values) if null is not None else values
 
-    example_list = examples.cpu().tolist()
-    paragraphs = np.asarray(store.example_paragraph)[example_list].tolist()
-    texts = {p: store.paragraph_texts(p) for p in dict.fromkeys(paragraphs)}
-    contexts = [texts[p] for p in paragraphs]
-    table = NBestTable(contexts, np.isfinite(entry_score).sum(axis=1),   # finite entries form a prefix
-                       entries(char_start, -1), entries(char_end, -1),
-                       entries(best.start_logit.cpu().numpy(), null_start),
-                       entries(best.end_logit.cpu().numpy(), null_end), probs)
+    entry_start, entry_end = entries(char_start, -1), entries(char_end, -1)
+    # All contexts in one string: every text is then one slice, with no per-entry lookups.
+    paragraphs = np.asarray(store.example_paragraph)[examples]
+    unique, paragraph_slot = np.unique(paragraphs, return_inverse=True)
+    contexts = [store.paragraph_texts(int(p)) for p in unique]
+    base = (np.cumsum([len(c) for c in contexts]) - [len(c) for c in contexts])[paragraph_slot]   # [E]
+    joined = "".join(contexts)
+    used = np.arange(entry_score.shape[1])[None, :] < count[:, None]                                # [E, n+1]
+    lo = np.where(entry_start >= 0, entry_start + base[:, None], 0)[used].tolist()
+    hi = np.where(entry_start >= 0, entry_end + base[:, None], 0)[used].tolist()
+    table = NBestTable([joined[a:b] for a, b in zip(lo, hi)], count, entry_start, entry_end,
+                       entries(spans.start_logit, None if null is None else null.start_logit[:, None]),
+                       entries(spans.end_logit, None if null is None else null.end_logit[:, None]),
+                       probabilities(entry_score))
 
-    best_score, best_start, best_end = span_score[:, 0].tolist(), char_start[:, 0].tolist(), char_end[:, 0].tolist()
-    diffs = (null_score - span_score[:, 0]).tolist() if null is not None else None
-    out = []
-    for e, example in enumerate(example_list):
-        lo, hi = best_start[e], best_end[e]
-        pred = Prediction(store.example_ids[example], contexts[e][lo:hi] if lo >= 0 else "", lo, hi, best_score[e],
-                          table=table, row=e)
-        if diffs is not None:
-            pred.null_score_diff = diffs[e]
-            if lo < 0 or diffs[e] > threshold:
-                pred.text, pred.char_start, pred.char_end, pred.score = "", -1, -1, float(null_score[e])
-        out.append(pred)
+    best_score = spans.score[:, 0]
+    answerable = np.isfinite(best_score)
+    if null is not None:
+        diffs = null.score - best_score
+        answerable &= ~(diffs > threshold)
+    best_lo = np.where(answerable, char_start[:, 0] + base, 0).tolist()
+    best_hi = np.where(answerable, char_end[:, 0] + base, 0).tolist()
+    offsets = zip(np.where(answerable, char_start[:, 0], -1).tolist(), np.where(answerable, char_end[:, 0], -1).tolist())
+    scores = np.where(answerable, best_score, null.score if null is not None else best_score).tolist()
+    ids = store.example_ids
+    out = [Prediction(ids[example], joined[a:b], lo_hi[0], lo_hi[1], score, table=table, row=e)
+           for e, (example, a, b, lo_hi, score) in enumerate(zip(examples.tolist(), best_lo, best_hi, offsets, scores))]
+    if null is not None:
+        for pred, diff in zip(out, diffs.tolist()):
+            pred.null_score_diff = diff
     return out
 
 
-def _span_chars(store, windows: np.ndarray, best: ExampleSpans, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _span_chars(store, windows: np.ndarray, spans: SpanColumns, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Paragraph char offsets `[E, n]` of the n-best spans; -1 where there is no span."""
     char_start = np.full(valid.shape, -1, dtype=np.int64)
     char_end = np.full(valid.shape, -1, dtype=np.int64)
-    window_of_span = windows[best.row.cpu().numpy()[valid]]
-    char_start[valid], char_end[valid] = store.window_char_spans(
-        window_of_span, best.start.cpu().numpy()[valid], best.end.cpu().numpy()[valid])
+    char_start[valid], char_end[valid] = store.window_char_spans(windows[spans.row[valid]], spans.start[valid],
+                                                                 spans.end[valid])
     return char_start, char_end
 
 
