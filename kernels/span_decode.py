@@ -87,9 +87,21 @@ def kth_largest(values: Tensor, k: int) -> Tensor:
     if width < k:
         return values.new_full((rows,), NEG_INF)
     if values.device.type == "cpu":
-        # Selection without indices; torch's topk/kthvalue cost several times more on CPU.
-        return torch.from_numpy(np.partition(values.numpy(), width - k, axis=1)[:, width - k])
+        # numpy's vectorised sort of short rows beats torch's topk/kthvalue several times on CPU.
+        return torch.from_numpy(np.sort(values.numpy(), axis=1)[:, width - k])
     return top_k_stable(values, k)[0][:, k - 1]
+
+
+def in_range(pos: Tensor, begin: Tensor, end: Tensor) -> Tensor:
+    """bool `[R, T]`: begin[r] <= pos[t] < end[r], for pos `[T]` and begin, end `[R]`."""
+    if pos.device.type == "cpu":
+        # numpy's broadcast compares on 16-bit positions are ~4x faster than torch's on CPU.
+        small = np.int16 if len(pos) < 1 << 15 else np.int64
+        p = pos.numpy().astype(small)
+        # Clipping to [0, T] changes no answer and keeps the bounds inside 16 bits.
+        lo, hi = (np.clip(t.numpy(), 0, len(pos)).astype(small)[:, None] for t in (begin, end))
+        return torch.from_numpy((p >= lo) & (p < hi))
+    return (pos >= begin[:, None]) & (pos < end[:, None])
 
 
 def sliding_max(x: Tensor, width: int) -> Tensor:
@@ -175,7 +187,7 @@ def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSp
     row_best = _sliding_max_padded(end, width)                                            # [n, T] view, row stride T + A - 1
     row_best += start_logits[:, :length]
     pos = torch.arange(length, device=device)                                             # [T]
-    may_start = (pos >= windows.start_begin[:, None]) & (pos < windows.start_end.clamp(max=length)[:, None])
+    may_start = in_range(pos, windows.start_begin, windows.start_end)                   # [n, T]
     torch.where(may_start, row_best, torch.tensor(NEG_INF, device=device), out=row_best)
 
     group_of_row = torch.repeat_interleave(torch.arange(groups, device=device), group_sizes, output_size=n)

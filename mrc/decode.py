@@ -56,10 +56,11 @@ class NBestTable:
     def entries(self, e: int) -> list[dict]:
         """The n-best of example row e as dicts with the keys NBEST_KEYS, best first."""
         count, first = int(self.count[e]), int(self.first[e])
-        columns = (self.texts[first:first + count],) + tuple(
-            column[e, :count].tolist() for column in (self.probability, self.start_logit, self.end_logit,
-                                                       self.char_start, self.char_end))
-        return [dict(zip(NBEST_KEYS, values)) for values in zip(*columns)]
+        columns = (column[e, :count].tolist() for column in (self.probability, self.start_logit, self.end_logit,
+                                                              self.char_start, self.char_end))
+        # A dict display is about twice as fast as dict(zip(NBEST_KEYS, ...)); same keys, same order.
+        return [{"text": text, "probability": p, "start_logit": sl, "end_logit": el, "char_start": lo, "char_end": hi}
+                for text, p, sl, el, lo, hi in zip(self.texts[first:first + count], *columns)]
 
 
 class Prediction:
@@ -249,20 +250,19 @@ def _predictions(store, windows: np.ndarray, examples: np.ndarray, spans: SpanCo
 
     best_score = spans.score[:, 0]
     answerable = np.isfinite(best_score)
+    diffs = [None] * len(examples)
     if null is not None:
-        diffs = null.score - best_score
-        answerable &= ~(diffs > threshold)
-    best_lo = np.where(answerable, char_start[:, 0] + base, 0).tolist()
-    best_hi = np.where(answerable, char_end[:, 0] + base, 0).tolist()
-    offsets = zip(np.where(answerable, char_start[:, 0], -1).tolist(), np.where(answerable, char_end[:, 0], -1).tolist())
-    scores = np.where(answerable, best_score, null.score if null is not None else best_score).tolist()
-    ids = store.example_ids
-    out = [Prediction(ids[example], joined[a:b], lo_hi[0], lo_hi[1], score, table=table, row=e)
-           for e, (example, a, b, lo_hi, score) in enumerate(zip(examples.tolist(), best_lo, best_hi, offsets, scores))]
-    if null is not None:
-        for pred, diff in zip(out, diffs.tolist()):
-            pred.null_score_diff = diff
-    return out
+        answerable &= ~(null.score - best_score > threshold)
+        diffs = (null.score - best_score).tolist()
+    # The best span is entry 0 of the n-best, or entry 1 behind a null entry ranked first.
+    best_text = (table.first + is_null[:, 0]).tolist()
+    texts, ids = table.texts, store.example_ids
+    char_start = np.where(answerable, char_start[:, 0], -1).tolist()
+    char_end = np.where(answerable, char_end[:, 0], -1).tolist()
+    scores = (np.where(answerable, best_score, null.score) if null is not None else best_score).tolist()
+    return [Prediction(ids[example], texts[at] if ok else "", lo, hi, score, None, diff, table, e)
+            for e, (example, ok, at, lo, hi, score, diff) in enumerate(zip(
+                examples.tolist(), answerable.tolist(), best_text, char_start, char_end, scores, diffs))]
 
 
 def _span_chars(store, windows: np.ndarray, spans: SpanColumns, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
