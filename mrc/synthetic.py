@@ -79,8 +79,25 @@ AWARD_KINDS = ("문학상", "과학상", "공로상", "예술상", "평화상", 
 FESTIVAL_KINDS = ("벚꽃축제", "국화축제", "불꽃축제", "음악축제", "영화제", "등불축제", "해맞이축제")
 
 
-def _person(rng: random.Random) -> str:
-    return rng.choice(SURNAMES) + rng.choice(GIVEN_SYLLABLES) + rng.choice(GIVEN_SYLLABLES)
+def _people(n: int) -> tuple[str, ...]:
+    """A fixed cast of `n` distinct three-syllable names (the same for every seed).
+
+    A closed cast recurs across paragraphs with different facts each time, so a model cannot
+    memorise a name's answers; it has to read the paragraph. Every name is one vocab entry.
+    """
+    rng = random.Random("mrc-synthetic/people")
+    names: dict[str, None] = {}
+    while len(names) < n:
+        names[rng.choice(SURNAMES) + rng.choice(GIVEN_SYLLABLES) + rng.choice(GIVEN_SYLLABLES)] = None
+    return tuple(names)
+
+
+PEOPLE = _people(300)
+COMPANIES = tuple(p + k for p in ORG_PREFIXES for k in COMPANY_KINDS)
+SCHOOLS = tuple(p + k for p in ORG_PREFIXES for k in SCHOOL_KINDS)
+AWARDS = tuple(p + k for p in ORG_PREFIXES for k in AWARD_KINDS)
+FESTIVALS = tuple(p + k for p in ORG_PREFIXES for k in FESTIVAL_KINDS)
+ENTITY_WORDS = (*PEOPLE, *PLACES, *COMPANIES, *SCHOOLS, *AWARDS, *FESTIVALS)
 
 
 def _count(unit: str, lo: int, hi: int) -> Callable[[random.Random], str]:
@@ -97,12 +114,12 @@ def _measure(unit: str, lo: int, hi: int) -> Callable[[random.Random], str]:
 
 # Slot kind -> value generator.
 KINDS: dict[str, Callable[[random.Random], str]] = {
-    "person": _person,
+    "person": lambda rng: rng.choice(PEOPLE),
     "place": lambda rng: rng.choice(PLACES),
-    "company": lambda rng: rng.choice(ORG_PREFIXES) + rng.choice(COMPANY_KINDS),
-    "school": lambda rng: rng.choice(ORG_PREFIXES) + rng.choice(SCHOOL_KINDS),
-    "award": lambda rng: rng.choice(ORG_PREFIXES) + rng.choice(AWARD_KINDS),
-    "festival": lambda rng: rng.choice(ORG_PREFIXES) + rng.choice(FESTIVAL_KINDS),
+    "company": lambda rng: rng.choice(COMPANIES),
+    "school": lambda rng: rng.choice(SCHOOLS),
+    "award": lambda rng: rng.choice(AWARDS),
+    "festival": lambda rng: rng.choice(FESTIVALS),
     "date": lambda rng: f"{rng.randint(1900, 2023)}년 {rng.randint(1, 12)}월 {rng.randint(1, 28)}일",
     "year": lambda rng: f"{rng.randint(1900, 2023)}년",
     "month": lambda rng: f"{rng.randint(1, 12)}월",
@@ -426,10 +443,7 @@ UNITS = ("명", "개", "권", "센티미터", "킬로미터", "제곱킬로미�
 @functools.cache
 def _entity_suffixes() -> frozenset[str]:
     """Every non-empty suffix of every non-numeric value a slot can take."""
-    words = [s + a + b for s in SURNAMES for a in GIVEN_SYLLABLES for b in GIVEN_SYLLABLES]
-    words += list(PLACES)
-    words += [p + k for p in ORG_PREFIXES for k in (*COMPANY_KINDS, *SCHOOL_KINDS, *AWARD_KINDS, *FESTIVAL_KINDS)]
-    return frozenset(w[i:] for w in words for i in range(len(w)))
+    return frozenset(w[i:] for w in ENTITY_WORDS for i in range(len(w)))
 
 
 _NUMERIC_SUFFIX = re.compile(r"[0-9,.]*(?:" + "|".join(sorted({u[i:] for u in UNITS for i in range(len(u))}, key=len, reverse=True)) + ")")
@@ -476,7 +490,7 @@ def train_vocab(cfg: SyntheticConfig, folder: Path) -> Path:
     vocab = [tok for tok, _ in learned if not straddles_particle(tok)]
     seen = set(vocab)
     characters = sorted({ch for text in texts for ch in text if not ch.isspace()})
-    for extra in [f"##{p}" for p in particle_forms()] + characters + [f"##{c}" for c in characters]:
+    for extra in [*ENTITY_WORDS, *(f"##{p}" for p in particle_forms()), *characters, *(f"##{c}" for c in characters)]:
         if extra not in seen:
             seen.add(extra)
             vocab.append(extra)
