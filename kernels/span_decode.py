@@ -21,9 +21,11 @@ Ties are broken the same way on every device: equal scores rank by earlier windo
 start, then earlier end (the shorter span). Candidates are produced in that order and only stable
 sorts reorder them.
 
-On CPU, `np.partition` finds the k-th largest value of each row ~5x faster than `torch.topk`
-(no indices, no order), so that one step runs in numpy there. NaN logits inside a context give
-undefined spans.
+On CPU a few steps run in numpy on the same memory, where torch's CPU kernels are several times
+slower: the k-th largest value of each row (`np.sort` of short rows; `torch.topk` costs ~5x),
+broadcast compares, and `flatnonzero` (`torch.nonzero` costs ~5x). The other steps write into
+preallocated buffers where they can: on CPU, page faults of fresh [N, T] tensors cost as much as
+the arithmetic. NaN logits inside a context give undefined spans.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ def top_spans_per_group(start_logits: Tensor, end_logits: Tensor, windows: Windo
     return parts[0] if len(parts) == 1 else SpanCandidates(*(torch.cat(columns) for columns in zip(*(
         (p.score, p.start, p.end, p.start_logit, p.end_logit, p.row) for p in parts))))
 
+
 def _chunks(sizes: list[int], limit: int) -> list[tuple[int, int, int, int]]:
     """(first group, end group, first row, end row) of consecutive chunks of whole groups, each
     of at most `limit` rows unless one group alone is longer. At least one chunk."""
@@ -175,42 +178,67 @@ def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSp
                      max_answer_length: int, k: int) -> SpanCandidates:
     """`top_spans_per_group` on one chunk of whole groups, its rows numbered from 0."""
     n, device = start_logits.shape[0], start_logits.device
-    groups, width = len(group_sizes), max_answer_length
+    groups = len(group_sizes)
     if n == 0:
         empty = torch.empty((groups, k), device=device)
         return SpanCandidates(empty, empty.long(), empty.long(), empty, empty, empty.long())
-    # Columns past the last context token cannot hold a span end.
-    length = max(1, min(start_logits.shape[1], int(windows.context_end.max())))          # host sync
-    stride = length + width - 1
-    context_end = windows.context_end.clamp(max=length)
-    end = _end_logits_banded(end_logits[:, :length], context_end, width)                  # [n, T + A - 1]
-    row_best = _sliding_max_padded(end, width)                                            # [n, T] view, row stride T + A - 1
-    row_best += start_logits[:, :length]
-    pos = torch.arange(length, device=device)                                             # [T]
-    may_start = in_range(pos, windows.start_begin, windows.start_end)                   # [n, T]
-    torch.where(may_start, row_best, torch.tensor(NEG_INF, device=device), out=row_best)
-
+    end, row_best = _row_best(start_logits, end_logits, windows, max_answer_length)   # [n, T + A - 1], [n, T]
     group_of_row = torch.repeat_interleave(torch.arange(groups, device=device), group_sizes, output_size=n)
     floor = torch.full((groups,), NEG_INF, device=device).scatter_reduce(
-        0, group_of_row, kth_largest(row_best, k).to(device), reduce="amax")             # [G]
+        0, group_of_row, kth_largest(row_best, k).to(device), reduce="amax")         # [G]
     # The lowest finite float, where a group has fewer than k valid starts: -inf never qualifies.
-    floor = floor.clamp(min=torch.finfo(torch.float32).min)
-    row_floor = floor.index_select(0, group_of_row)                                       # [n]
-    at = flat_nonzero(row_best >= row_floor[:, None])                                     # [C] in (window, start) order
+    row_floor = floor.clamp(min=torch.finfo(torch.float32).min).index_select(0, group_of_row)   # [n]
+    spans = _spans_above_floor(start_logits, end, row_best, row_floor, max_answer_length)
+    return _best_per_group(spans, group_of_row.index_select(0, spans.row), groups, k)
+
+
+def _row_best(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans, width: int) -> tuple[Tensor, Tensor]:
+    """(end logits banded as `_end_logits_banded`, row_best `[n, T]`: the best span score of each
+    start, -inf where no span may start). Columns past the last context are dropped."""
+    length = max(1, min(start_logits.shape[1], int(windows.context_end.max())))      # host sync
+    end = _end_logits_banded(end_logits[:, :length], windows.context_end.clamp(max=length), width)
+    row_best = _sliding_max_padded(end, width)                                        # [n, T] view
+    row_best += start_logits[:, :length]
+    may_start = in_range(torch.arange(length, device=end.device), windows.start_begin, windows.start_end)
+    torch.where(may_start, row_best, torch.tensor(NEG_INF, device=end.device), out=row_best)
+    return end, row_best
+
+
+def _spans_above_floor(start_logits: Tensor, end: Tensor, row_best: Tensor, row_floor: Tensor,
+                       width: int) -> SpanCandidates:
+    """Every valid span scoring at least its row's floor, flat (`[S]` each), in (window, start, end)
+    order; only the starts whose row_best reaches the floor have their band scored."""
+    length, stride = row_best.shape[1], end.shape[1]
+    at = flat_at_least(row_best, row_floor)                                           # [C] (window, start) order
     cand_row, cand_start = at // length, at % length
-    band = end.view(-1).unfold(0, width, 1).index_select(0, cand_row * stride + cand_start)   # [C, A] end logits
-    cand_start_logit = start_logits.reshape(-1).index_select(0, cand_row * start_logits.shape[1] + cand_start).float()
-    band_score = band + cand_start_logit[:, None]                                         # [C, A]
-    at = flat_nonzero(band_score >= row_floor.index_select(0, cand_row)[:, None])         # [S] in (window, start, end) order
+    band = end.view(-1).unfold(0, width, 1).index_select(0, cand_row * stride + cand_start)        # [C, A]
+    cand_start_logit = start_logits.reshape(-1).index_select(
+        0, cand_row * start_logits.shape[1] + cand_start).float()                    # [C]
+    band_score = band + cand_start_logit[:, None]                                     # [C, A]
+    at = flat_at_least(band_score, row_floor.index_select(0, cand_row))               # [S]
     cand, offset = at // width, at % width
-    score = band_score.view(-1).index_select(0, at) + 0.0                                 # [S] (-0.0 becomes 0.0 for the key)
-    span_row = cand_row.index_select(0, cand)                                             # [S]
-    group = group_of_row.index_select(0, span_row)                                        # [S]
-    order = _by_group_best_first(group, score)                                            # [S]
+    start = cand_start.index_select(0, cand)
+    return SpanCandidates(
+        score=band_score.view(-1).index_select(0, at) + 0.0,    # -0.0 becomes 0.0, as the sort key needs
+        start=start,
+        end=start + offset,
+        start_logit=cand_start_logit.index_select(0, cand),
+        end_logit=band.reshape(-1).index_select(0, at),
+        row=cand_row.index_select(0, cand),
+    )
+
+
+def _best_per_group(spans: SpanCandidates, group: Tensor, groups: int, k: int) -> SpanCandidates:
+    """The k best of flat `spans` `[S]` in each of `groups` groups (`group` `[S]`), as `[G, k]`.
+
+    The stable sort keeps equal scores in the input order, (window, start, end).
+    """
+    order = _by_group_best_first(group, spans.score)                                 # [S]
     group = group.index_select(0, order)
-    spans_per_group = torch.bincount(group, minlength=groups)                             # [G]
-    rank = torch.arange(len(order), device=device) - (spans_per_group.cumsum(0) - spans_per_group).index_select(0, group)
-    top = flat_nonzero(rank < k)                                                          # [<= G*k]
+    spans_per_group = torch.bincount(group, minlength=groups)                        # [G]
+    first = (spans_per_group.cumsum(0) - spans_per_group).index_select(0, group)      # [S]
+    rank = torch.arange(len(order), device=group.device) - first
+    top = flat_at_least(-rank[None, :], rank.new_full((1,), 1 - k))                  # [<= G*k]: rank < k
     order, slot = order.index_select(0, top), (group * k + rank).index_select(0, top)
 
     def place(values: Tensor, fill: float) -> Tensor:
@@ -218,15 +246,8 @@ def _top_spans_dense(start_logits: Tensor, end_logits: Tensor, windows: WindowSp
         out.index_copy_(0, slot, values.index_select(0, order))
         return out.view(groups, k)
 
-    span_start = cand_start.index_select(0, cand)
-    return SpanCandidates(
-        score=place(score, NEG_INF),
-        start=place(span_start, 0),
-        end=place(span_start + offset, 0),
-        start_logit=place(cand_start_logit.index_select(0, cand), NEG_INF),
-        end_logit=place(band.reshape(-1).index_select(0, at), NEG_INF),
-        row=place(span_row, 0),
-    )
+    return SpanCandidates(place(spans.score, NEG_INF), place(spans.start, 0), place(spans.end, 0),
+                          place(spans.start_logit, NEG_INF), place(spans.end_logit, NEG_INF), place(spans.row, 0))
 
 
 def _end_logits_banded(end_logits: Tensor, context_end: Tensor, width: int) -> Tensor:
@@ -245,12 +266,13 @@ def _end_logits_banded(end_logits: Tensor, context_end: Tensor, width: int) -> T
     return end
 
 
-def flat_nonzero(mask: Tensor) -> Tensor:
-    """Indices `[K]` of the true entries of `mask` in its row-major order (int64)."""
-    if mask.device.type == "cpu":
-        # Several times faster than torch.nonzero on CPU.
-        return torch.from_numpy(np.flatnonzero(mask.numpy()))
-    return mask.reshape(-1).nonzero()[:, 0]
+def flat_at_least(values: Tensor, row_floor: Tensor) -> Tensor:
+    """Indices `[K]`, in row-major order, of the entries of `values` `[R, M]` at or above their row's
+    floor `[R]` (int64)."""
+    if values.device.type == "cpu":
+        # numpy's broadcast compare and flatnonzero are several times faster than torch's on CPU.
+        return torch.from_numpy(np.flatnonzero(values.numpy() >= row_floor.numpy()[:, None]))
+    return (values >= row_floor[:, None]).reshape(-1).nonzero()[:, 0]
 
 def _by_group_best_first(group: Tensor, score: Tensor) -> Tensor:
     """The order `[S]` that sorts spans by group, then by score descending, ties kept in input order.

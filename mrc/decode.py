@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kernels.span_decode import NEG_INF, WindowSpans, top_spans_per_group

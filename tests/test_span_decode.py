@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.span_decode import CHUNK_ELEMENTS, WindowSpans, sliding_max, top_k_stable, top_spans_per_window
+from kernels.span_decode import (CHUNK_ELEMENTS, WindowSpans, sliding_max, top_k_stable, top_spans_per_group,
+                                 top_spans_per_window)
 
 
 def random_geometry(rng: np.random.Generator, n: int, width: int) -> WindowSpans:
@@ -97,6 +98,30 @@ def test_windows_with_fewer_valid_spans_than_k_pad_with_minus_inf():
     got = top_spans_per_window(torch.randn(1, 8), torch.randn(1, 8), spans, 30, 5)
     assert len(kernel_lists(got)[0]) == 2          # (3, 3) and (3, 4)
     assert torch.isinf(got.score[0, 2:]).all()
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 8, 1 << 18])     # groups split over chunks; one chunk
+def test_k_best_spans_of_each_group_of_windows_equal_brute_force_with_ties(chunk_elements, monkeypatch):
+    # Integer logits: many spans tie across the windows of a group, so the window order must decide.
+    monkeypatch.setitem(CHUNK_ELEMENTS, "cpu", chunk_elements)
+    rng = np.random.default_rng(7)
+    n, width, k = 60, 40, 8
+    spans = random_geometry(rng, n, width)
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(min(rng.integers(1, 5), n - sum(sizes))))
+    start = rng.integers(0, 3, (n, width)).astype(np.float32)
+    end = rng.integers(0, 3, (n, width)).astype(np.float32)
+    got = top_spans_per_group(torch.from_numpy(start), torch.from_numpy(end), spans, torch.tensor(sizes), 6, k)
+    per_window = brute_force(start, end, spans, 6, width * 6)
+    expected, first = [], 0
+    for size in sizes:
+        pairs = [(s, w, i, j) for w in range(first, first + size) for s, i, j in per_window[w]]
+        expected.append(sorted(pairs, key=lambda p: (-p[0], p[1], p[2], p[3]))[:k])
+        first += size
+    rows, score, i, j = got.row.tolist(), got.score.tolist(), got.start.tolist(), got.end.tolist()
+    assert [[(s, w, a, b) for s, w, a, b in zip(*row) if s != float("-inf")]
+            for row in zip(score, rows, i, j)] == expected
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
