@@ -1,8 +1,10 @@
 """From start/end logits of windows to one answer and an n-best list per example.
 
-The span search itself is `kernels.span_decode` (exact, tensor code on the logits' device).
-Here we merge each example's windows, add the "no answer" option when asked, compute n-best
-probabilities, and turn token positions into character offsets and text.
+The span search itself is `kernels.span_decode` (exact, tensor code on the logits' device): it
+returns the n best spans of each example over all its windows. Here we add the "no answer" option
+when asked, compute n-best probabilities, and turn token positions into character offsets and
+text. Every n-best text is sliced during `decode`; the n-best lists are kept as columns
+(`NBestTable`) and become lists of dicts only when `Prediction.nbest` is read (writing JSON).
 
 Semantics (those of HF `postprocess_qa_predictions`, the legacy decoder, except where noted):
 - n-best = the `n_best_size` best valid spans of the example over all its windows, best first;
