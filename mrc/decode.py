@@ -94,6 +94,27 @@ class Prediction:
                 f"char_end={self.char_end}, score={self.score}, null_score_diff={self.null_score_diff})")
 
 
+@dataclass(frozen=True)
+class SpanColumns:
+    """The n best spans of each example on the host (all `[E, n]`, best first, score -inf = none)."""
+
+    score: np.ndarray
+    row: np.ndarray          # row of the store-ordered windows the span lies in
+    start: np.ndarray        # sequence positions in that window
+    end: np.ndarray
+    start_logit: np.ndarray
+    end_logit: np.ndarray
+
+
+@dataclass(frozen=True)
+class NullEntry:
+    """Each example's "no answer" option (all `[E]`): its score and the CLS logits behind it."""
+
+    score: np.ndarray
+    start_logit: np.ndarray
+    end_logit: np.ndarray
+
+
 def window_spans(store, windows: np.ndarray, device: torch.device) -> WindowSpans:
     """Sequence-position bounds of the context and the max-context interval of `windows`."""
     table = store.windows
@@ -193,33 +214,13 @@ def decode(start_logits, end_logits, store, window_indices, n_best_size: int, ma
     null = None
     if null_score_diff_threshold is not None:
         cls_start, cls_end = start_logits[:, 0].float(), end_logits[:, 0].float()       # [N]
-        null, null_row = min_null_per_example(cls_start + cls_end, torch.from_numpy(first_row).to(device),
-                                              counts_t)
-        null = NullEntry(null.cpu().numpy(), cls_start[null_row].cpu().numpy(), cls_end[null_row].cpu().numpy())
+        null_score, null_row = min_null_per_example(cls_start + cls_end, torch.from_numpy(first_row).to(device),
+                                                    counts_t)
+        null = NullEntry(null_score.cpu().numpy(), cls_start[null_row].cpu().numpy(),
+                         cls_end[null_row].cpu().numpy())
     columns = SpanColumns(*(t.cpu().numpy() for t in (best.score, best.row, best.start, best.end,
                                                        best.start_logit, best.end_logit)))
     return _predictions(store, windows, examples, columns, null, null_score_diff_threshold)
-
-
-@dataclass(frozen=True)
-class SpanColumns:
-    """The n best spans of each example on the host (all `[E, n]`, best first, score -inf = none)."""
-
-    score: np.ndarray
-    row: np.ndarray          # row of the store-ordered windows the span lies in
-    start: np.ndarray        # sequence positions in that window
-    end: np.ndarray
-    start_logit: np.ndarray
-    end_logit: np.ndarray
-
-
-@dataclass(frozen=True)
-class NullEntry:
-    """Each example's "no answer" option (all `[E]`): its score and the CLS logits behind it."""
-
-    score: np.ndarray
-    start_logit: np.ndarray
-    end_logit: np.ndarray
 
 
 def _predictions(store, windows: np.ndarray, examples: np.ndarray, spans: SpanColumns, null: NullEntry | None,
