@@ -213,6 +213,7 @@ def main() -> None:
     parser.add_argument("--max_query_length", type=int, default=64, help="our question token limit")
     parser.add_argument("--skip_int8", action="store_true", help="only the fp32 comparison")
     parser.add_argument("--skip_hf", action="store_true", help="only ours (fp32 vs --int8), e.g. for a demo model")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over all paths; each keeps its fastest")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for every path (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -234,13 +235,22 @@ def main() -> None:
         print(f"{n} questions of {dev_path.name}, model {args.model or f'random, {args.layers} layers, base widths'}, "
               f"{torch.get_num_threads()} CPU threads")
 
-        rows = []
+        paths = []
         if not args.skip_hf:
-            rows.append(("HF run_qa.py path (padded, batch 8)",
-                         *run_hf(model, data, tmp, max_length=args.max_seq_length, stride=args.hf_stride)))
-        rows.append(("predict.py fp32", *run_ours(model, data, tmp, int8=False, args=args)))
+            paths.append(("HF run_qa.py path (padded, batch 8)",
+                          lambda: run_hf(model, data, tmp, max_length=args.max_seq_length, stride=args.hf_stride)))
+        paths.append(("predict.py fp32", lambda: run_ours(model, data, tmp, int8=False, args=args)))
         if not args.skip_int8:
-            rows.append(("predict.py --int8", *run_ours(model, data, tmp, int8=True, args=args)))
+            paths.append(("predict.py --int8", lambda: run_ours(model, data, tmp, int8=True, args=args)))
+        # Rounds interleave the paths, and each keeps its fastest round: on a shared machine the
+        # load changes from minute to minute, and the fastest round is the least disturbed one.
+        best: dict[str, tuple[float, dict, int]] = {}
+        for _ in range(args.repeats):
+            for name, timed_run in paths:
+                result = timed_run()
+                if name not in best or result[0] < best[name][0]:
+                    best[name] = result
+        rows = [(name, *best[name]) for name, _ in paths]
 
         _, base_seconds, base_pred, _ = rows[0]
         print(f"{'path':42s} {'seconds':>8s} {'q/s':>7s} {'windows':>8s} {'speed-up':>9s}")
