@@ -325,9 +325,13 @@ def make_paragraph(rng: random.Random, long: bool, n_questions: int) -> Paragrap
     n_distract = rng.randint(6, 10) if long else rng.randint(1, 2)
     taken: set[str] = set()
     topic, *others = (_draw(rng, entity_kind, taken) for _ in range(1 + min(n_distract, 4)))
-    topic_facts = [_fact(rng, rel, topic, taken) for rel in rng.sample(relations, n_topic)]
-    # A distractor never repeats a (subject, relation) pair, so every question has one answer.
-    pairs = [(o, rel) for o in others for rel in relations]
+    topic_relations = rng.sample(relations, n_topic)
+    topic_facts = [_fact(rng, rel, topic, taken) for rel in topic_relations]
+    # A distractor never repeats a (subject, relation) pair, so every question has one answer. In an
+    # ordinary paragraph it also states a relation the topic does not (its values still compete with
+    # the answer's kind); long paragraphs repeat relations across subjects, so there the subject
+    # itself must be matched.
+    pairs = [(o, rel) for o in others for rel in relations if long or rel not in topic_relations]
     distractors = [_fact(rng, rel, o, taken) for o, rel in rng.sample(pairs, min(n_distract, len(pairs)))]
     rest = topic_facts[1:] + distractors
     rng.shuffle(rest)
