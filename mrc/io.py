@@ -12,6 +12,12 @@ from typing import Iterator
 from mrc.errors import MRCError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is fsynced and renamed onto `path`.
@@ -24,6 +30,7 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets ordinary permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -52,6 +59,7 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
         raise MRCError(f"{path} already exists; pass --overwrite to replace it, or choose another output")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the final folder gets ordinary permissions
     try:
         yield tmp
         for f in tmp.rglob("*"):
