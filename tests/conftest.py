@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,3 +47,26 @@ def klue_train() -> Path:
 @pytest.fixture(scope="session")
 def koelectra_folder() -> Path:
     return shared_path("models/koelectra-base-v3-discriminator")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, koelectra_folder) -> Path:
+    """A 2-layer random model with the real KoELECTRA vocabulary, saved as a checkpoint folder."""
+    from mrc.checkpoint import save_model
+    from mrc.model import ElectraForQA, ModelConfig
+
+    cfg = ModelConfig(vocab_size=35000, hidden_size=32, embedding_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    save_model(ElectraForQA(cfg), cfg, folder, tokenizer_folder=koelectra_folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread: on a busy shared machine, threads waiting for each other make tiny ops 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,13 +10,14 @@ import torch
 
 from mrc import dist
 from mrc.batching import collate
-from mrc.checkpoint import load_model, save_model
+from mrc.checkpoint import load_model
 from mrc.data import read_examples
 from mrc.decode import decode
 from mrc.features import WindowConfig, build_store
 from mrc.inference import example_chunks, predict_store, window_logits
 from mrc.logits import load_window_logits
-from mrc.model import ElectraForQA, ModelConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = dist.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 # Short windows so that long paragraphs make several windows per question.
@@ -24,28 +25,8 @@ WINDOWS = WindowConfig(max_seq_length=128, doc_stride=48, max_query_length=32)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, koelectra_folder) -> Path:
-    """A 2-layer random model with the real KoELECTRA vocabulary, saved as a checkpoint folder."""
-    cfg = ModelConfig(vocab_size=35000, hidden_size=32, embedding_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    save_model(ElectraForQA(cfg), cfg, folder, tokenizer_folder=koelectra_folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def model(tiny_model):
     return load_model(tiny_model, report=None)[0].eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: on a busy shared machine, threads waiting for each other make tiny ops 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

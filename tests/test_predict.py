@@ -14,11 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from mrc.checkpoint import load_model, save_model
+from mrc.checkpoint import load_model
 from mrc.data import read_examples
 from mrc.errors import MRCError
-from mrc.model import ElectraForQA, ModelConfig
 from mrc.predict import PredictConfig, quantize_int8, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_WINDOWS = ["--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32"]
@@ -32,26 +33,6 @@ def load_cli():
 
 
 cli = load_cli()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: on a busy shared machine, threads waiting for each other make tiny ops 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, koelectra_folder) -> Path:
-    """A 2-layer random model with the real KoELECTRA vocabulary, saved as a checkpoint folder."""
-    cfg = ModelConfig(vocab_size=35000, hidden_size=32, embedding_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    save_model(ElectraForQA(cfg), cfg, folder, tokenizer_folder=koelectra_folder)
-    return folder
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
