@@ -22,7 +22,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
 from mrc.errors import MRCError
-from mrc.io import atomic_dir
+from mrc.io import atomic_dir, read_json_object
 from mrc.model import ElectraForQA, ModelConfig
 
 # Our parameter name -> the HF names it is made of, in order (concatenated along dim 0 on load,
@@ -165,13 +165,7 @@ def read_model_config(folder: Path) -> ModelConfig:
     if not path.is_file():
         raise MRCError(f"{folder} has no config.json; a model folder needs config.json and the weights "
                        f"({' or '.join(WEIGHT_FILES)})")
-    try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if not isinstance(hf, dict):
-        raise MRCError(f"{path}: expected a JSON object of config fields")
-    return ModelConfig.from_hf(hf, where=str(path))
+    return ModelConfig.from_hf(read_json_object(path), where=str(path))
 
 
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ NFD-decomposed), split on whitespace and punctuation, then greedy longest-match 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 from tokenizers import AddedToken, Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from mrc.errors import MRCError
+from mrc.io import read_json_object
 
 # Files whose bytes define the tokenizer (hashed into the window-store cache key).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -137,15 +137,8 @@ def tokenizer_fingerprint(folder: str | Path) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise MRCError(f"{path}: must hold a JSON object")
-    return data
+    """An optional tokenizer config file: {} when absent."""
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _token_text(value: Any) -> str:
