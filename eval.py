@@ -8,10 +8,8 @@ Python API (the seed's): `from eval import evaluate_result, analyze_result`. Doc
 
 from __future__ import annotations
 
-import argparse
-
 from mrc.analysis import EvalConfig, analyze_result, evaluate_result, run
-from mrc.config import add_dataclass_args, from_args
+from mrc.config import parse_config
 from mrc.errors import cli_entry
 
 __all__ = ["analyze_result", "evaluate_result", "main"]
@@ -19,9 +17,7 @@ __all__ = ["analyze_result", "evaluate_result", "main"]
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Official KorQuAD v1.0 EM/F1 of a predictions file.")
-    add_dataclass_args(parser, EvalConfig)
-    run(from_args(EvalConfig, parser.parse_args(argv)))
+    run(parse_config(EvalConfig, argv, description="Official KorQuAD v1.0 EM/F1 of a predictions file."))
 
 
 if __name__ == "__main__":

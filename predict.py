@@ -9,18 +9,14 @@ Flags and output formats: docs/predict.md.
 
 from __future__ import annotations
 
-import argparse
-
-from mrc.config import add_dataclass_args, from_args
+from mrc.config import parse_config
 from mrc.errors import cli_entry
 from mrc.predict import PredictConfig, run
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Extractive QA predictions from a trained model folder.")
-    add_dataclass_args(parser, PredictConfig)
-    run(from_args(PredictConfig, parser.parse_args(argv)))
+    run(parse_config(PredictConfig, argv, description="Extractive QA predictions from a trained model folder."))
 
 
 if __name__ == "__main__":

@@ -6,17 +6,13 @@ Same command for one process and for `torchrun --nproc_per_node N train.py ...`.
 
 from __future__ import annotations
 
-import argparse
-
-from mrc.config import add_dataclass_args, from_args
+from mrc.config import parse_config
 from mrc.errors import cli_entry
 from mrc.train import TrainConfig, run
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_dataclass_args(parser, TrainConfig)
-    return from_args(TrainConfig, parser.parse_args(argv))
+    return parse_config(TrainConfig, argv, description=__doc__.splitlines()[0])
 
 
 @cli_entry

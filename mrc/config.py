@@ -74,6 +74,13 @@ def from_args(cls: type[T], args: argparse.Namespace) -> T:
     return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
+def parse_config(cls: type[T], argv: list[str] | None, *, description: str, prog: str | None = None) -> T:
+    """The one way a CLI turns its command line into its config: flags from the fields of `cls`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_dataclass_args(parser, cls)
+    return from_args(cls, parser.parse_args(argv))
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """JSON-ready dict of a config (paths become strings)."""
     def clean(v: Any) -> Any:

@@ -12,7 +12,6 @@ Everything goes to one folder (default `demo_out/`), replaced on every run.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from dataclasses import dataclass, field as dc_field
@@ -22,7 +21,7 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
-from mrc.config import add_dataclass_args, field, from_args, print_config
+from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
 
 # Windows short enough for CPU training; long paragraphs still need two or three of them.
@@ -259,9 +258,7 @@ def print_summary(result: DemoResult, cfg: DemoConfig, size: DemoSize, console: 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> DemoResult:
-    parser = argparse.ArgumentParser(prog="python -m mrc.demo", description=__doc__.splitlines()[0])
-    add_dataclass_args(parser, DemoConfig)
-    return run(from_args(DemoConfig, parser.parse_args(argv)))
+    return run(parse_config(DemoConfig, argv, prog="python -m mrc.demo", description=__doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Only the standard library's urllib is used, so downloading needs no extra depend
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import http.client
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 
-from mrc.config import add_dataclass_args, field, from_args, print_config
+from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
 
 BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
@@ -250,11 +249,9 @@ def run(cfg: DownloadConfig) -> dict[str, str]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(prog="python -m mrc.download",
-                                     description="Download KorQuAD 1.0, KLUE MRC or the KoELECTRA-base-v3 model, "
-                                                 "resumable and checksum-verified.")
-    add_dataclass_args(parser, DownloadConfig)
-    cfg = from_args(DownloadConfig, parser.parse_args(argv))
+    cfg = parse_config(DownloadConfig, argv, prog="python -m mrc.download",
+                       description="Download KorQuAD 1.0, KLUE MRC or the KoELECTRA-base-v3 model, "
+                                   "resumable and checksum-verified.")
     print_config(cfg, "download")
     return run(cfg)
 

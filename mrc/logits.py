@@ -13,7 +13,6 @@ logits in memory; the `.npz` appears under its final name only when complete.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 import sys
@@ -24,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mrc.config import add_dataclass_args, field, from_args, print_config
+from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
 from mrc.io import atomic_path
 
@@ -316,11 +315,9 @@ def run_ensemble(cfg: EnsembleConfig) -> Path:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m mrc.logits",
-                                     description="Ensemble window logits saved by predict.py --save_logits: "
-                                                 "average them, decode, write predictions.")
-    add_dataclass_args(parser, EnsembleConfig)
-    cfg = from_args(EnsembleConfig, parser.parse_args(argv))
+    cfg = parse_config(EnsembleConfig, argv, prog="python -m mrc.logits",
+                       description="Ensemble window logits saved by predict.py --save_logits: "
+                                   "average them, decode, write predictions.")
     print_config(cfg, "ensemble")
     out = run_ensemble(cfg)
     print(f"wrote {out / 'predictions.json'}, {out / 'nbest_predictions.json'} and {out / 'ensemble.logits.npz'} "
