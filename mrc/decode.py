@@ -236,15 +236,13 @@ def _predictions(store, windows: np.ndarray, examples: np.ndarray, spans: SpanCo
         return np.where(is_null, null_values, values) if null is not None else values
 
     entry_start, entry_end = entries(char_start, -1), entries(char_end, -1)
-    # All contexts in one string: every text is then one slice, with no per-entry lookups.
-    paragraphs = np.asarray(store.example_paragraph)[examples]
-    unique, paragraph_slot = np.unique(paragraphs, return_inverse=True)
-    contexts = [store.paragraph_texts(int(p)) for p in unique]
-    base = (np.cumsum([len(c) for c in contexts]) - [len(c) for c in contexts])[paragraph_slot]   # [E]
-    joined = "".join(contexts)
+    # All paragraphs in one string (decoded once per store): every text is one slice of it.
+    paragraphs = store.all_paragraph_texts
+    base = paragraphs.base[np.asarray(store.example_paragraph)[examples]]                           # [E]
     used = np.arange(entry_score.shape[1])[None, :] < count[:, None]                                # [E, n+1]
     lo = np.where(entry_start >= 0, entry_start + base[:, None], 0)[used].tolist()
     hi = np.where(entry_start >= 0, entry_end + base[:, None], 0)[used].tolist()
+    joined = paragraphs.joined
     table = NBestTable([joined[a:b] for a, b in zip(lo, hi)], count, entry_start, entry_end,
                        entries(spans.start_logit, None if null is None else null.start_logit[:, None]),
                        entries(spans.end_logit, None if null is None else null.end_logit[:, None]),

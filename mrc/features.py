@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -82,6 +83,25 @@ class WindowTable:
 
     def __len__(self) -> int:
         return len(self.example_index)
+
+
+class ParagraphTexts:
+    """All paragraph texts of a store as one str, decoded once from the stored UTF-8.
+
+    `joined[base[i] : base[i + 1]]` is paragraph i, so char offset c of paragraph i is
+    `joined[base[i] + c]`: a decoder slices every answer text from one string, with no
+    per-paragraph decoding or lookups.
+    """
+
+    def __init__(self, text_bytes: np.ndarray, byte_base: np.ndarray):
+        text_bytes = np.asarray(text_bytes, dtype=np.uint8)
+        self.joined = text_bytes.tobytes().decode("utf-8")
+        # A char begins at every byte that is not a UTF-8 continuation byte (0b10xxxxxx).
+        chars_before = np.concatenate([[0], np.cumsum((text_bytes & 0xC0) != 0x80, dtype=np.int64)])
+        self.base = chars_before[np.asarray(byte_base, dtype=np.int64)]   # int64 [P+1]
+
+    def __getitem__(self, i: int) -> str:
+        return self.joined[self.base[i]:self.base[i + 1]]
 
 
 class WindowStore:
@@ -149,6 +169,11 @@ class WindowStore:
         """The text of paragraph `i` (char offsets in `context_offsets` index into it)."""
         lo, hi = int(self._text_base[i]), int(self._text_base[i + 1])
         return bytes(self._text_bytes[lo:hi]).decode("utf-8")
+
+    @functools.cached_property
+    def all_paragraph_texts(self) -> ParagraphTexts:
+        """Every paragraph text in one string, decoded on first use (what the decoder slices)."""
+        return ParagraphTexts(self._text_bytes, self._text_base)
 
     def window_char_spans(self, w, start_pos, end_pos) -> tuple[np.ndarray, np.ndarray]:
         """Sequence positions of windows `w` -> `[char_start, char_end)` in their paragraph text.

@@ -14,6 +14,7 @@ logits in memory; the `.npz` appears under its final name only when complete.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import numpy as np
 
 from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
+from mrc.features import ParagraphTexts
 from mrc.io import atomic_path
 
 FORMAT_VERSION = 1
@@ -56,7 +58,8 @@ class WindowLogits:
     """A loaded logits file. Row r is window r of the file (= store window `window_index[r]`).
 
     Duck-types the parts of `mrc.features.WindowStore` that `mrc.decode.decode` reads
-    (`windows`, `example_ids`, `example_paragraph`, `paragraph_texts`, `window_char_spans`).
+    (`windows`, `example_ids`, `example_paragraph`, `paragraph_texts`, `all_paragraph_texts`,
+    `window_char_spans`).
     """
 
     start: np.ndarray              # float [S] all windows' start logits, concatenated
@@ -96,6 +99,10 @@ class WindowLogits:
     def paragraph_texts(self, i: int) -> str:
         lo, hi = int(self.paragraph_text_base[i]), int(self.paragraph_text_base[i + 1])
         return bytes(self.paragraph_text_bytes[lo:hi]).decode("utf-8")
+
+    @functools.cached_property
+    def all_paragraph_texts(self) -> ParagraphTexts:
+        return ParagraphTexts(self.paragraph_text_bytes, self.paragraph_text_base)
 
     def window_char_spans(self, w, start_pos, end_pos) -> tuple[np.ndarray, np.ndarray]:
         """Sequence positions of rows `w` -> `[char_start, char_end)`; -1 outside the context."""

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mrc.decode import Prediction, decode, write_predictions
+from mrc.features import ParagraphTexts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,11 @@ class FakeStore:
 
     def paragraph_texts(self, i: int) -> str:
         return self.texts[i]
+
+    @property
+    def all_paragraph_texts(self) -> ParagraphTexts:
+        raw = [t.encode("utf-8") for t in self.texts]
+        return ParagraphTexts(np.frombuffer(b"".join(raw), dtype=np.uint8), np.cumsum([0] + [len(b) for b in raw]))
 
     def window_char_spans(self, w, start_pos, end_pos):
         w = np.asarray(w)

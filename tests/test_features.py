@@ -395,3 +395,13 @@ def test_examples_input_is_cached_by_content(korquad_train_subset, koelectra_fol
     assert build_store(examples, koelectra_folder, labels=False, cache_dir=tmp_path).folder != first.folder
     with pytest.raises(MRCError, match="no questions"):
         build_store([], koelectra_folder, labels=True, cache_dir=tmp_path)
+
+
+def test_all_paragraph_texts_match_each_paragraph(dev_store, dev_examples):
+    # One joined string with char bases, decoded from the stored UTF-8 (multi-byte Hangul throughout).
+    texts = dev_store.all_paragraph_texts
+    assert len(texts.base) == dev_store.num_paragraphs + 1
+    for i in range(dev_store.num_paragraphs):
+        assert texts[i] == dev_store.paragraph_texts(i)
+    assert texts.joined == "".join(dev_store.paragraph_texts(i) for i in range(dev_store.num_paragraphs))
+    assert texts[int(dev_store.example_paragraph[0])] == dev_examples[0].context
