@@ -369,19 +369,16 @@ def _group_paragraphs(examples: Sequence[Example]) -> tuple[np.ndarray, list[str
 def _tokenize_paragraphs(encoder: BatchEncoder, texts: list[str], id_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All paragraphs -> flat ids [T], char offsets [T, 2], CSR base [P+1].
 
-    One batch call per TOKENIZE_CHUNK texts: the tokenizer's Encoding objects (strings, offsets,
-    masks per token) are far larger than the arrays kept, so only one chunk of them lives at a time.
+    One batch call per TOKENIZE_CHUNK texts: the tokenizer's Encoding objects are far larger than
+    the arrays kept, so only one chunk of them lives at a time.
     """
     ids_parts, offset_parts, lengths = [], [], []
     for lo in range(0, len(texts), TOKENIZE_CHUNK):
-        encodings = encoder.encode(texts[lo:lo + TOKENIZE_CHUNK])
-        chunk_lengths = [len(e.ids) for e in encodings]
-        total = sum(chunk_lengths)
-        ids_parts.append(np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=id_dtype, count=total))
-        flat_offsets = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings))
-        offset_parts.append(np.fromiter(flat_offsets, dtype=np.int32, count=2 * total).reshape(total, 2))
-        lengths += chunk_lengths
-    base = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+        ids, offsets, chunk_lengths = encoder.encode_flat(texts[lo:lo + TOKENIZE_CHUNK])
+        ids_parts.append(ids.astype(id_dtype))
+        offset_parts.append(offsets)
+        lengths.append(chunk_lengths)
+    base = np.concatenate([[0], np.cumsum(np.concatenate(lengths), dtype=np.int64)]).astype(np.int64)
     return np.concatenate(ids_parts), np.concatenate(offset_parts), base
 
 

@@ -61,6 +61,41 @@ def test_batch_encoder_equals_the_plain_tokenizer_ids_and_offsets(korquad_dev, k
     assert sum(map(encoder._normalizer_is_identity, texts)) > len(texts) // 2  # the fast path is taken
 
 
+UNKNOWN_WORD_TEXTS = [
+    "앞 ꙮꙮ 뒤", "ꙮ,ꙮ.ꙮ", "가ꙮ나 다ꙮ", "ꙮ\u200bꙮ 끝", "[SEP]ꙮ 문자", "ꙮ漢ꙮ", "😀 이모지 😀😀", "a" * 120 + " 긴 단어",
+    "ꙮ\tꙮ\nꙮ\u00a0ꙮ", "\x07ꙮ\x07", "ꙮ\ufffdꙮ", "ꙮ", " ꙮ ", "(ꙮ)", "가나\u200b다라ꙮ", "漢字ꙮ漢字",
+]
+
+
+def test_encode_flat_offsets_equal_the_tokenizers_offsets(korquad_dev, korquad_train_subset, klue_dev,
+                                                          koelectra_folder):
+    """Offsets computed from piece lengths must equal tokenizers' own, [UNK] words and odd characters included."""
+    texts = list(UNKNOWN_WORD_TEXTS)
+    for path in (korquad_dev, korquad_train_subset, klue_dev):
+        examples, _ = read_examples(path)
+        texts += sorted({ex.context for ex in examples}) + [ex.question for ex in examples]
+    encoder = BatchEncoder(koelectra_folder)
+    reference = load_tokenizer(koelectra_folder).encode_batch(texts, add_special_tokens=False)
+    unk = encoder.specials.unk_id
+    assert sum(unk in e.ids for e in reference) > 100          # the [UNK] word lengths are exercised
+    ids, offsets, lengths = encoder.encode_flat(texts)
+    assert lengths.tolist() == [len(e.ids) for e in reference]
+    assert ids.tolist() == [i for e in reference for i in e.ids]
+    assert offsets.tolist() == [list(o) for e in reference for o in e.offsets]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_encode_flat_on_a_toy_vocab(toy_folder, lower):
+    """Lowercasing tokenizers take tokenizers' offsets; cased ones compute them: both must agree."""
+    (toy_folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lower}), encoding="utf-8")
+    texts = TOY_TEXTS + ["hello hellos worlds.", "cafe\u200bs", "漢字,字 ."]
+    reference = load_tokenizer(toy_folder).encode_batch(texts, add_special_tokens=False)
+    ids, offsets, lengths = BatchEncoder(toy_folder).encode_flat(texts)
+    assert lengths.tolist() == [len(e.ids) for e in reference]
+    assert ids.tolist() == [i for e in reference for i in e.ids]
+    assert offsets.tolist() == [list(o) for e in reference for o in e.offsets]
+
+
 def test_special_token_ids_come_from_the_vocab(koelectra_folder, hf_koelectra):
     sp = special_tokens(koelectra_folder, load_tokenizer(koelectra_folder))
     assert (sp.cls_id, sp.sep_id, sp.pad_id, sp.unk_id) == (hf_koelectra.cls_token_id, hf_koelectra.sep_token_id,
