@@ -200,10 +200,11 @@ class BatchEncoder:
         word_first = np.flatnonzero(starts)                                             # [W] covered index
         word_chars = np.diff(np.append(word_first, len(covered)))                       # [W]
         words_before = np.searchsorted(word_first, covered_before[:-1])                 # [n] words before each text
-        opens = self.piece_opens_word[token_ids]                                        # [T]
-        opened_before = np.cumsum(opens) - opens                                        # [T] word starts before
-        word = (opened_before[unknown] - opened_before[token_base[:-1]][text_of_token[unknown]]
-                + words_before[text_of_token[unknown]])
+        opened_before = np.concatenate([[0], np.cumsum(self.piece_opens_word[token_ids])])   # [T+1] word starts
+        text = text_of_token[unknown]
+        word = opened_before[unknown] - opened_before[token_base[text]] + words_before[text]
+        if not len(word_chars):
+            return np.zeros(len(unknown), dtype=np.int64)
         return np.where(word < len(word_chars), word_chars[np.minimum(word, len(word_chars) - 1)], 0)
 
     def _char_kinds(self, chars: np.ndarray) -> np.ndarray:
@@ -233,10 +234,12 @@ class BatchEncoder:
     @functools.cached_property
     def piece_chars(self) -> np.ndarray:
         """int64 `[vocab]`: characters of the text each token id stands for (`##` prefix dropped);
-        0 for [UNK], whose text is a whole word of unknown length."""
+        0 for [UNK] (a whole word of unknown length) and for added tokens such as a literal [SEP]
+        (their offsets may take in stripped spaces), so a text holding one takes the library's offsets."""
         lengths = np.zeros(self.tokenizer.get_vocab_size(with_added_tokens=True), dtype=np.int64)
         for token, i in self.tokenizer.get_vocab(with_added_tokens=True).items():
             lengths[i] = len(token) - 2 if token.startswith("##") else len(token)
+        lengths[list(self.tokenizer.get_added_tokens_decoder())] = 0
         lengths[self.specials.unk_id] = 0
         return lengths
 

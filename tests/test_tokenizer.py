@@ -74,6 +74,7 @@ def test_encode_flat_offsets_equal_the_tokenizers_offsets(korquad_dev, korquad_t
     for path in (korquad_dev, korquad_train_subset, klue_dev):
         examples, _ = read_examples(path)
         texts += sorted({ex.context for ex in examples}) + [ex.question for ex in examples]
+    texts += ["ꙮ 끝", ""]       # an empty last text after an [UNK]
     encoder = BatchEncoder(koelectra_folder)
     reference = load_tokenizer(koelectra_folder).encode_batch(texts, add_special_tokens=False)
     unk = encoder.specials.unk_id
