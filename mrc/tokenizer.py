@@ -162,7 +162,7 @@ class BatchEncoder:
         token_ids = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(n_tokens.sum()))
         token_base = np.concatenate([[0], np.cumsum(n_tokens)])                                 # [n+1]
         text_of_token = np.repeat(np.arange(len(texts)), n_tokens)                               # [T]
-        chars = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+        chars = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         char_base = np.concatenate([[0], np.cumsum([len(t) for t in texts], dtype=np.int64)])   # [n+1]
         kind = self._char_kinds(chars)                                                             # [C]
         covered = np.flatnonzero(kind >= _COVERED)               # char positions the tokens cover, in order
@@ -222,11 +222,13 @@ class BatchEncoder:
         return table[chars]
 
     def _char_kind(self, cp: int) -> int:
+        """The normaliser's rules, in its order: delete controls (but tab, newline, return), then
+        whitespace becomes a space; then BERT punctuation (all ASCII symbols, Unicode P*)."""
         ch = chr(cp)
-        if ch in "\t\n\r" or ch.isspace():
-            return _SPACE
-        if cp == 0 or cp == 0xFFFD or unicodedata.category(ch)[0] == "C":
+        if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch)[0] == "C" and ch not in "\t\n\r"):
             return _GONE
+        if ch.isspace():
+            return _SPACE
         if (cp < 128 and not ch.isalnum()) or unicodedata.category(ch)[0] == "P" or (self._isolates_cjk and _is_cjk(cp)):
             return _ISOLATED
         return _COVERED

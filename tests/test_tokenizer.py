@@ -63,7 +63,7 @@ def test_batch_encoder_equals_the_plain_tokenizer_ids_and_offsets(korquad_dev, k
 
 UNKNOWN_WORD_TEXTS = [
     "앞 ꙮꙮ 뒤", "ꙮ,ꙮ.ꙮ", "가ꙮ나 다ꙮ", "ꙮ\u200bꙮ 끝", "[SEP]ꙮ 문자", "ꙮ漢ꙮ", "😀 이모지 😀😀", "a" * 120 + " 긴 단어",
-    "ꙮ\tꙮ\nꙮ\u00a0ꙮ", "\x07ꙮ\x07", "ꙮ\ufffdꙮ", "ꙮ", " ꙮ ", "(ꙮ)", "가나\u200b다라ꙮ", "漢字ꙮ漢字",
+    "ꙮ\tꙮ\nꙮ\u00a0ꙮ", "\x07ꙮ\x07", "ꙮ\x1cꙮ\x85ꙮ", "ꙮ\u3000ꙮ\u2028끝", "ꙮ\ufffdꙮ", "ꙮ", " ꙮ ", "(ꙮ)", "가나\u200b다라ꙮ", "漢字ꙮ漢字",
 ]
 
 
