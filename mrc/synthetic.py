@@ -524,5 +524,34 @@ def write_initial_model(folder: Path, tokenizer_folder: Path, model_cfg, seed: i
         raise MRCError(f"model vocab_size {model_cfg.vocab_size} differs from the {vocab_lines} tokens of "
                        f"{tokenizer_folder / 'vocab.txt'}; build the ModelConfig from the vocab")
     torch.manual_seed(seed)
-    save_model(ElectraForQA(model_cfg), model_cfg, folder, tokenizer_folder)
+    model = ElectraForQA(model_cfg)
+    init_for_reading(model)
+    save_model(model, model_cfg, folder, tokenizer_folder)
     return Path(folder)
+
+
+# Amplitude of the sinusoidal position embeddings of `init_for_reading`, against word and
+# token-type embeddings of std 0.02 (chosen on the demo, see docs/demo.md).
+POSITION_SCALE = 0.1
+
+
+def init_for_reading(model) -> None:
+    """Start the position embeddings as the transformer's sinusoids instead of random noise.
+
+    Trained from scratch for minutes, a small model with random position embeddings learns to
+    guess an answer's type (a year, a person) but not which of several years the question asks
+    for: that needs attention to the rest of a sentence, i.e. to nearby positions. Sinusoids give
+    nearby positions similar embeddings from the first step (at `POSITION_SCALE` they outweigh the
+    random word embeddings), so attending to a token's neighbourhood is one linear query/key map
+    away instead of a structure the table must learn first. Measured on the demo (docs/demo.md):
+    held-out EM 76.6 with HF's random initialisation, 94.9 with this one, same data and schedule.
+    The table stays trainable and the architecture is unchanged; the checkpoint is an ordinary ELECTRA.
+    """
+    import torch
+
+    with torch.no_grad():
+        table = model.embeddings.position.weight                                    # [P, E]
+        positions, width = table.shape
+        angle = torch.arange(positions)[:, None] / 10000 ** (torch.arange(0, width, 2) / width)   # [P, ceil(E/2)]
+        table[:, 0::2] = POSITION_SCALE * torch.sin(angle)
+        table[:, 1::2] = POSITION_SCALE * torch.cos(angle[:, :width // 2])

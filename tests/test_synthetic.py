@@ -166,3 +166,32 @@ def test_initial_model_folder_loads_with_the_real_loaders(built, tmp_path):
     assert json.loads((folder / "tokenizer_config.json").read_text())["do_lower_case"] is False
     # Cased: a Latin capital survives tokenization (do_lower_case false reaches the tokenizer).
     assert tokenizer.normalizer.normalize_str("KT") == "KT"
+
+
+def test_init_for_reading_gives_nearby_positions_similar_embeddings():
+    """Sinusoids: a position's embedding is close to its neighbours' and not to distant ones, so
+    attention to the rest of a sentence is one linear map away; HF's random table has no such structure."""
+    import torch
+
+    from mrc.model import ElectraForQA, ModelConfig
+    from mrc.synthetic import POSITION_SCALE, init_for_reading
+
+    cfg = ModelConfig(vocab_size=300, hidden_size=128, embedding_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, intermediate_size=256, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = ElectraForQA(cfg)
+
+    def similarity_by_distance() -> tuple[float, float]:
+        table = torch.nn.functional.normalize(model.embeddings.position.weight.detach(), dim=1)
+        cosine = table @ table.T                                                      # [P, P]
+        distance = (torch.arange(128)[:, None] - torch.arange(128)[None, :]).abs()
+        return float(cosine[(distance >= 1) & (distance <= 3)].mean()), float(cosine[distance >= 32].mean())
+
+    near, far = similarity_by_distance()
+    assert abs(near) < 0.1 and abs(far) < 0.1
+    init_for_reading(model)
+    near, far = similarity_by_distance()
+    assert near > 0.85 and near - far > 0.3    # sinusoids share a constant part (the slow frequencies)
+    table = model.embeddings.position.weight
+    assert torch.allclose(table[:, 0], POSITION_SCALE * torch.sin(torch.arange(128.0)))
+    assert torch.allclose(table[:, 1], POSITION_SCALE * torch.cos(torch.arange(128.0)))
