@@ -168,9 +168,9 @@ def test_initial_model_folder_loads_with_the_real_loaders(built, tmp_path):
     assert tokenizer.normalizer.normalize_str("KT") == "KT"
 
 
-def test_init_for_reading_gives_nearby_positions_similar_embeddings():
-    """Sinusoids: a position's embedding is close to its neighbours' and not to distant ones, so
-    attention to the rest of a sentence is one linear map away; HF's random table has no such structure."""
+def test_init_for_reading_gives_similar_nearby_positions_and_a_local_head():
+    """Sinusoids make a position's embedding close to its neighbours'; head 0 of the first layer then
+    starts as a local-attention head. HF's random initialisation has neither."""
     import torch
 
     from mrc.model import ElectraForQA, ModelConfig
@@ -178,20 +178,36 @@ def test_init_for_reading_gives_nearby_positions_similar_embeddings():
 
     cfg = ModelConfig(vocab_size=300, hidden_size=128, embedding_size=128, num_hidden_layers=1,
                       num_attention_heads=4, intermediate_size=256, max_position_embeddings=128)
-    torch.manual_seed(0)
-    model = ElectraForQA(cfg)
+    T = 96
+    ids = torch.randint(5, 300, (1, T), generator=torch.Generator().manual_seed(0))
+    types = (torch.arange(T) >= 20).long()[None, :]
+    distance = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).abs()           # [T, T]
 
-    def similarity_by_distance() -> tuple[float, float]:
-        table = torch.nn.functional.normalize(model.embeddings.position.weight.detach(), dim=1)
-        cosine = table @ table.T                                                      # [P, P]
-        distance = (torch.arange(128)[:, None] - torch.arange(128)[None, :]).abs()
+    def neighbour_similarity(model) -> tuple[float, float]:
+        """Mean cosine of position embeddings 1-3 apart, and 32 or more apart."""
+        table = torch.nn.functional.normalize(model.embeddings.position.weight[:T].detach(), dim=1)
+        cosine = table @ table.T
         return float(cosine[(distance >= 1) & (distance <= 3)].mean()), float(cosine[distance >= 32].mean())
 
-    near, far = similarity_by_distance()
-    assert abs(near) < 0.1 and abs(far) < 0.1
-    init_for_reading(model)
-    near, far = similarity_by_distance()
-    assert near > 0.85 and near - far > 0.3    # sinusoids share a constant part (the slow frequencies)
+    def head0_mass_near(model) -> float:
+        """Attention weight of first-layer head 0 within 3 positions, averaged over queries."""
+        with torch.no_grad():
+            x = model.embeddings(ids, types)[0]                                       # [T, H]
+            q, k = model.layers[0].qkv(x)[:, :256].split(128, dim=-1)
+        d = cfg.head_size
+        weights = torch.softmax(q[:, :d] @ k[:, :d].T / d ** 0.5, dim=-1)           # [T, T]
+        return float((weights * (distance <= 3)).sum(-1).mean())
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = ElectraForQA(cfg)
+        near, far = neighbour_similarity(model)
+        assert abs(near) < 0.1 and abs(far) < 0.1
+        assert head0_mass_near(model) < 0.15                      # about 7/96: uniform
+        init_for_reading(model, seed)
+        near, far = neighbour_similarity(model)
+        assert near > 0.85 and near - far > 0.3                   # sinusoids share a constant part (slow frequencies)
+        assert head0_mass_near(model) > 0.6
     table = model.embeddings.position.weight
     assert torch.allclose(table[:, 0], POSITION_SCALE * torch.sin(torch.arange(128.0)))
     assert torch.allclose(table[:, 1], POSITION_SCALE * torch.cos(torch.arange(128.0)))
