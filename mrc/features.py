@@ -167,8 +167,7 @@ class WindowStore:
 
     def paragraph_texts(self, i: int) -> str:
         """The text of paragraph `i` (char offsets in `context_offsets` index into it)."""
-        lo, hi = int(self._text_base[i]), int(self._text_base[i + 1])
-        return bytes(self._text_bytes[lo:hi]).decode("utf-8")
+        return self.all_paragraph_texts[i]
 
     @functools.cached_property
     def all_paragraph_texts(self) -> ParagraphTexts:

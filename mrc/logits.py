@@ -97,8 +97,7 @@ class WindowLogits:
         return start, end
 
     def paragraph_texts(self, i: int) -> str:
-        lo, hi = int(self.paragraph_text_base[i]), int(self.paragraph_text_base[i + 1])
-        return bytes(self.paragraph_text_bytes[lo:hi]).decode("utf-8")
+        return self.all_paragraph_texts[i]
 
     @functools.cached_property
     def all_paragraph_texts(self) -> ParagraphTexts:

@@ -397,11 +397,10 @@ def test_examples_input_is_cached_by_content(korquad_train_subset, koelectra_fol
         build_store([], koelectra_folder, labels=True, cache_dir=tmp_path)
 
 
-def test_all_paragraph_texts_match_each_paragraph(dev_store, dev_examples):
+def test_all_paragraph_texts_are_the_contexts(dev_store, dev_examples):
     # One joined string with char bases, decoded from the stored UTF-8 (multi-byte Hangul throughout).
     texts = dev_store.all_paragraph_texts
     assert len(texts.base) == dev_store.num_paragraphs + 1
-    for i in range(dev_store.num_paragraphs):
-        assert texts[i] == dev_store.paragraph_texts(i)
-    assert texts.joined == "".join(dev_store.paragraph_texts(i) for i in range(dev_store.num_paragraphs))
-    assert texts[int(dev_store.example_paragraph[0])] == dev_examples[0].context
+    for ex, p in zip(dev_examples, dev_store.example_paragraph):
+        assert texts[int(p)] == ex.context == dev_store.paragraph_texts(int(p))
+    assert len(texts.joined) == texts.base[-1]
