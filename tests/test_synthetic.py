@@ -211,3 +211,17 @@ def test_init_for_reading_gives_similar_nearby_positions_and_a_local_head():
     table = model.embeddings.position.weight
     assert torch.allclose(table[:, 0], POSITION_SCALE * torch.sin(torch.arange(128.0)))
     assert torch.allclose(table[:, 1], POSITION_SCALE * torch.cos(torch.arange(128.0)))
+
+
+def test_offsets_from_piece_lengths_hold_for_the_synthetic_vocab(built):
+    """The demo's own cased vocab takes the fast offsets path; they must equal tokenizers' offsets."""
+    from mrc.tokenizer import BatchEncoder
+
+    paths, tokenizer_folder = built
+    examples, _ = read_examples(paths["train"])
+    texts = sorted({ex.context for ex in examples}) + [ex.question for ex in examples]
+    reference = load_tokenizer(tokenizer_folder).encode_batch(texts, add_special_tokens=False)
+    ids, offsets, lengths = BatchEncoder(tokenizer_folder).encode_flat(texts)
+    assert lengths.tolist() == [len(e.ids) for e in reference]
+    assert ids.tolist() == [i for e in reference for i in e.ids]
+    assert offsets.tolist() == [list(o) for e in reference for o in e.offsets]
