@@ -510,7 +510,8 @@ def train_vocab(cfg: SyntheticConfig, folder: Path) -> Path:
 
 
 def write_initial_model(folder: Path, tokenizer_folder: Path, model_cfg, seed: int) -> Path:
-    """A randomly initialised ElectraForQA saved as an HF folder (weights, config.json, tokenizer files).
+    """A freshly initialised ElectraForQA (HF's random initialisation plus `init_for_reading`) saved
+    as an HF folder (weights, config.json, tokenizer files).
 
     `model_cfg` is an mrc.model.ModelConfig whose vocab_size matches the tokenizer folder's vocab.txt.
     """

@@ -132,30 +132,44 @@ class BatchEncoder:
         again with tokenizers' own offsets.
         """
         texts = list(texts)
-        ids: list[list[int] | None] = [None] * len(texts)
-        offsets: list[np.ndarray | None] = [None] * len(texts)
-        if self._piece_offsets and texts:
-            plain = [self._normalizer_is_identity(t) for t in texts]
-            encoded = self._split_encode(texts, "encode_batch_fast", plain)
-            self._offsets_from_pieces(texts, [e.ids for e in encoded], ids, offsets)
-        retry = [i for i, o in enumerate(offsets) if o is None]
-        for i, enc in zip(retry, self.encode([texts[i] for i in retry])):
-            ids[i], offsets[i] = enc.ids, np.asarray(enc.offsets, dtype=np.int32).reshape(-1, 2)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        flat_ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
-        flat_offsets = np.concatenate(offsets) if offsets else np.empty((0, 2), dtype=np.int32)
-        return flat_ids, flat_offsets, lengths
+        if not (self._piece_offsets and texts):
+            return self._flat_from_library(texts)
+        encoded = [e.ids for e in self._split_encode(texts, "encode_batch_fast")]
+        ids, offsets, lengths, ok = self._offsets_from_pieces(texts, encoded)
+        if ok.all():
+            return ids, offsets, lengths
+        # Rare: splice the library's encoding of the texts that did not check out into text order.
+        retry = np.flatnonzero(~ok)
+        retry_ids, retry_offsets, retry_lengths = self._flat_from_library([texts[i] for i in retry])
+        ours, theirs = np.cumsum(lengths)[:-1], np.cumsum(retry_lengths)[:-1]
+        id_parts, offset_parts = np.split(ids, ours), np.split(offsets, ours)
+        for i, retry_id_part, retry_offset_part in zip(retry.tolist(), np.split(retry_ids, theirs),
+                                                      np.split(retry_offsets, theirs)):
+            id_parts[i], offset_parts[i] = retry_id_part, retry_offset_part
+        lengths[retry] = retry_lengths
+        return np.concatenate(id_parts), np.concatenate(offset_parts), lengths
 
-    def _offsets_from_pieces(self, texts: list[str], encoded: list[list[int]], ids: list, offsets: list) -> None:
-        """Char offsets of every token from its piece length; fills ids[k], offsets[k] for each text
-        whose tokens account for its characters exactly (the others stay None).
+    def _flat_from_library(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`encode_flat` with tokenizers' own offsets."""
+        encodings = self.encode(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        total = int(lengths.sum())
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        flat = itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings))
+        offsets = np.fromiter(flat, dtype=np.int32, count=2 * total).reshape(total, 2)
+        return ids, offsets, lengths
+
+    def _offsets_from_pieces(self, texts: list[str], encoded: list[list[int]]
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ids `[T]`, offsets `[T, 2]`, tokens per text `[n]`, ok `[n]`): char offsets of every token
+        from its piece length; a text's offsets are right where ok, meaningless elsewhere.
 
         With a cased BERT normaliser and pre-tokeniser, each character of a text is either covered
         by tokens (in order) or not: whitespace, and what clean_text deletes (control and format
-        characters, U+FFFD). A token other than [UNK] covers `piece_chars[id]` characters (its vocab
-        piece without `##`); an [UNK] covers a whole word, a run of covered characters split at
+        characters, U+FFFD). A token other than [UNK] covers as many characters as its vocab
+        piece without `##`; an [UNK] covers a whole word, a run of covered characters split at
         whitespace, punctuation and (with handle_chinese_chars) CJK ideographs, which are words of
-        their own. Deleted characters do not split words. A text passes when its token lengths add
+        their own. Deleted characters do not split words. A text is ok when its token lengths add
         up to its covered characters and none is zero.
         """
         n_tokens = np.fromiter((len(x) for x in encoded), dtype=np.int64, count=len(encoded))
@@ -167,7 +181,7 @@ class BatchEncoder:
         kind = self._char_kinds(chars)                                                             # [C]
         covered = np.flatnonzero(kind >= _COVERED)               # char positions the tokens cover, in order
         covered_before = np.searchsorted(covered, char_base)     # [n+1] covered chars before each text
-        token_chars = self.piece_chars[token_ids]                # [T]
+        token_chars = self._piece_tables[0][token_ids]           # [T]
         unknown = np.flatnonzero(token_ids == self.specials.unk_id)
         if len(unknown):
             token_chars[unknown] = self._unknown_word_chars(covered, kind, covered_before, token_ids,
@@ -180,11 +194,9 @@ class BatchEncoder:
         first = chars_before[:-1] - chars_before[token_base[:-1]][text_of_token] + covered_before[:-1][text_of_token]
         first, last = np.where(good, first, 0), np.where(good, first + token_chars - 1, 0)
         shift = char_base[:-1][text_of_token]
-        pairs = np.stack([covered[first] - shift, covered[last] + 1 - shift], axis=1).astype(np.int32) \
+        offsets = np.stack([covered[first] - shift, covered[last] + 1 - shift], axis=1).astype(np.int32) \
             if len(covered) else np.zeros((len(token_ids), 2), dtype=np.int32)
-        for k in np.flatnonzero(ok).tolist():
-            ids[k] = encoded[k]
-            offsets[k] = pairs[token_base[k]:token_base[k + 1]]
+        return token_ids, offsets, n_tokens, ok
 
     def _unknown_word_chars(self, covered, kind, covered_before, token_ids, token_base, text_of_token,
                             unknown) -> np.ndarray:
@@ -200,7 +212,7 @@ class BatchEncoder:
         word_first = np.flatnonzero(starts)                                             # [W] covered index
         word_chars = np.diff(np.append(word_first, len(covered)))                       # [W]
         words_before = np.searchsorted(word_first, covered_before[:-1])                 # [n] words before each text
-        opened_before = np.concatenate([[0], np.cumsum(self.piece_opens_word[token_ids])])   # [T+1] word starts
+        opened_before = np.concatenate([[0], np.cumsum(self._piece_tables[1][token_ids])])   # [T+1] word starts
         text = text_of_token[unknown]
         word = opened_before[unknown] - opened_before[token_base[text]] + words_before[text]
         if not len(word_chars):
@@ -234,29 +246,24 @@ class BatchEncoder:
         return _COVERED
 
     @functools.cached_property
-    def piece_chars(self) -> np.ndarray:
-        """int64 `[vocab]`: characters of the text each token id stands for (`##` prefix dropped);
-        0 for [UNK] (a whole word of unknown length) and for added tokens such as a literal [SEP]
-        (their offsets may take in stripped spaces), so a text holding one takes the library's offsets."""
-        lengths = np.zeros(self.tokenizer.get_vocab_size(with_added_tokens=True), dtype=np.int64)
+    def _piece_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """int64 `[vocab]` each: (characters of the text each token id stands for, `##` prefix
+        dropped; 1 where the token begins a word, i.e. has no `##`). Characters are 0 for [UNK] (a
+        whole word of unknown length) and for added tokens such as a literal [SEP] (their offsets
+        may take in stripped spaces), so a text holding one takes the library's offsets."""
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        chars, opens = np.zeros(size, dtype=np.int64), np.ones(size, dtype=np.int64)
         for token, i in self.tokenizer.get_vocab(with_added_tokens=True).items():
-            lengths[i] = len(token) - 2 if token.startswith("##") else len(token)
-        lengths[list(self.tokenizer.get_added_tokens_decoder())] = 0
-        lengths[self.specials.unk_id] = 0
-        return lengths
+            continuation = token.startswith("##")
+            chars[i], opens[i] = len(token) - 2 * continuation, not continuation
+        chars[list(self.tokenizer.get_added_tokens_decoder())] = 0
+        chars[self.specials.unk_id] = 0
+        return chars, opens
 
-    @functools.cached_property
-    def piece_opens_word(self) -> np.ndarray:
-        """int64 `[vocab]`: 1 for tokens that begin a word (no `##` prefix), else 0."""
-        opens = np.ones(self.tokenizer.get_vocab_size(with_added_tokens=True), dtype=np.int64)
-        for token, i in self.tokenizer.get_vocab(with_added_tokens=True).items():
-            opens[i] = not token.startswith("##")
-        return opens
-
-    def _split_encode(self, texts: Sequence[str], method: str, plain: list[bool] | None = None) -> list[Encoding]:
+    def _split_encode(self, texts: Sequence[str], method: str) -> list[Encoding]:
         if self._plain is None:
             return getattr(self.tokenizer, method)(list(texts), add_special_tokens=False)
-        plain = plain if plain is not None else [self._normalizer_is_identity(t) for t in texts]
+        plain = [self._normalizer_is_identity(t) for t in texts]
         plain_out = iter(getattr(self._plain, method)([t for t, p in zip(texts, plain) if p], add_special_tokens=False))
         full_out = iter(getattr(self.tokenizer, method)([t for t, p in zip(texts, plain) if not p],
                                                         add_special_tokens=False))

@@ -61,8 +61,8 @@ def test_batch_encoder_equals_the_plain_tokenizer_ids_and_offsets(korquad_dev, k
     assert sum(map(encoder._normalizer_is_identity, texts)) > len(texts) // 2  # the fast path is taken
 
 
-UNKNOWN_WORD_TEXTS = [
-    "앞 ꙮꙮ 뒤", "ꙮ,ꙮ.ꙮ", "가ꙮ나 다ꙮ", "ꙮ\u200bꙮ 끝", "[SEP]ꙮ 문자", "ꙮ漢ꙮ", "😀 이모지 😀😀", "a" * 120 + " 긴 단어",
+UNKNOWN_WORD_TEXTS = [   # the first text holds a literal [SEP]: it takes the library's offsets, spliced in first
+    "[SEP]ꙮ 문자", "앞 ꙮꙮ 뒤", "ꙮ,ꙮ.ꙮ", "가ꙮ나 다ꙮ", "ꙮ\u200bꙮ 끝", "ꙮ漢ꙮ", "😀 이모지 😀😀", "a" * 120 + " 긴 단어",
     "ꙮ\tꙮ\nꙮ\u00a0ꙮ", "\x07ꙮ\x07", "ꙮ\x1cꙮ\x85ꙮ", "ꙮ\u3000ꙮ\u2028끝", "ꙮ\ufffdꙮ", "ꙮ", " ꙮ ", "(ꙮ)", "가나\u200b다라ꙮ", "漢字ꙮ漢字",
 ]
 
@@ -74,7 +74,7 @@ def test_encode_flat_offsets_equal_the_tokenizers_offsets(korquad_dev, korquad_t
     for path in (korquad_dev, korquad_train_subset, klue_dev):
         examples, _ = read_examples(path)
         texts += sorted({ex.context for ex in examples}) + [ex.question for ex in examples]
-    texts += ["ꙮ 끝", ""]       # an empty last text after an [UNK]
+    texts += ["ꙮ [CLS] 나", "ꙮ 끝", ""]       # a library-encoded text near the end; an empty last text after an [UNK]
     encoder = BatchEncoder(koelectra_folder)
     reference = load_tokenizer(koelectra_folder).encode_batch(texts, add_special_tokens=False)
     unk = encoder.specials.unk_id
