@@ -1,8 +1,10 @@
 """Dataclass configs <-> argparse flags, printing and saving the resolved config.
 
-Every component owns a dataclass whose fields carry a one-line doc in `metadata["help"]`
-and are validated in `__post_init__`. CLIs build their flags from those fields, so a flag
-can never drift from the config it fills.
+Every component owns a dataclass whose fields carry a one-line doc in `metadata["help"]` and are
+validated in `__post_init__`. A CLI config composes them: a field whose type is itself a config
+dataclass (`window: WindowConfig`) contributes that config's flags under their own names, so
+`--max_seq_length` is declared once, in `WindowConfig`, for every CLI that cuts windows. Saved
+configs (`training_args.json`) are flat, one key per flag, as the seed's were.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+from mrc.io import atomic_write_text
 
 T = TypeVar("T")
 
@@ -28,6 +35,11 @@ def field(default: Any = dataclasses.MISSING, help: str = "", *, default_factory
     return dataclasses.field(default=default, metadata=meta)
 
 
+def section(cls: type) -> Any:
+    """A field holding a whole component config (its flags join the CLI's under their own names)."""
+    return dataclasses.field(default_factory=cls, metadata={"section": True})
+
+
 def _base_type(tp: Any) -> tuple[Any, bool]:
     """Strip Optional[...] / list[...]; return (element type, is_list)."""
     origin = typing.get_origin(tp)
@@ -39,28 +51,58 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type) -> None:
-    """Add one `--name` flag per field of `cls` (bools become on/off switches)."""
-    hints = typing.get_type_hints(cls)
+def _is_section(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("section"))
+
+
+def _section_type(cls: type, f: dataclasses.Field) -> type:
+    return typing.get_type_hints(cls)[f.name]
+
+
+def flag_fields(cls: type) -> Iterator[tuple[type, dataclasses.Field]]:
+    """(owning class, field) of every flag of `cls`, sections expanded in place."""
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
+        if _is_section(f):
+            yield from flag_fields(_section_type(cls, f))
+        else:
+            yield cls, f
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
+                       suppress_defaults: bool = False) -> None:
+    """Add one `--name` flag per field of `cls` and of its sections (bools become on/off switches).
+
+    With `suppress_defaults` nothing is required and a flag the command line does not name is
+    absent from the namespace (how `given_flags` tells a typed value from a default).
+    """
+    for owner, f in flag_fields(cls):
         meta = f.metadata
-        tp, is_list = _base_type(hints[f.name])
+        tp, is_list = _base_type(typing.get_type_hints(owner)[f.name])
         names = [f"--{f.name}", *meta.get("flags", ())]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = argparse.SUPPRESS if suppress_defaults else _default(f)
+        required = (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                    and not suppress_defaults)
         help_text = meta.get("help", "")
         if meta.get("positional"):
-            parser.add_argument(f.name, type=tp, help=help_text, **({"nargs": meta["nargs"]} if meta.get("nargs") else {}))
+            nargs = "?" if suppress_defaults else meta.get("nargs")
+            parser.add_argument(f.name, type=tp, help=help_text, **({"nargs": nargs, "default": default} if nargs else {}))
             continue
         if tp is bool and not is_list:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=help_text)
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "type": tp, "default": default, "required": required,
-                                  "help": f"{help_text} (default: {default})" if not required else help_text}
+                                  "help": f"{help_text} (default: {_default(f)})" if not required else help_text}
         if is_list or meta.get("nargs"):
             kwargs["nargs"] = meta.get("nargs") or "+"
         if meta.get("choices"):
@@ -68,47 +110,105 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
         parser.add_argument(*names, **kwargs)
 
 
+def from_flat(cls: type[T], values: dict[str, Any]) -> T:
+    """Build `cls` (and its sections) from one flat name -> value mapping; absent names keep defaults.
+
+    Validation runs in each __post_init__.
+    """
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if _is_section(f):
+            kwargs[f.name] = from_flat(_section_type(cls, f), values)
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return cls(**kwargs)
+
+
 def from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Build `cls` from the parsed flags that belong to it (validation runs in __post_init__)."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
+    """Build `cls` from the parsed flags that belong to it."""
+    return from_flat(cls, vars(args))
+
+
+def build_parser(cls: type, *, description: str, prog: str | None = None,
+                 suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_dataclass_args(parser, cls, suppress_defaults=suppress_defaults)
+    return parser
 
 
 def parse_config(cls: type[T], argv: list[str] | None, *, description: str, prog: str | None = None) -> T:
     """The one way a CLI turns its command line into its config: flags from the fields of `cls`."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_dataclass_args(parser, cls)
-    return from_args(cls, parser.parse_args(argv))
+    return from_args(cls, build_parser(cls, description=description, prog=prog).parse_args(argv))
+
+
+def given_flags(cls: type, argv: list[str] | None) -> frozenset[str]:
+    """Names of the fields the command line sets explicitly (`argv` already parsed once by parse_config)."""
+    namespace, _ = build_parser(cls, description="", suppress_defaults=True).parse_known_args(argv)
+    return frozenset(vars(namespace))
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """JSON-ready dict of a config (paths become strings)."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return v
-    return {f.name: clean(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    """JSON-ready flat dict of a config, sections expanded (paths become strings)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if _is_section(f):
+            out.update(to_dict(value))
+        else:
+            out[f.name] = _clean(value)
+    return out
 
 
 def save_config(cfg: Any, path: Path) -> None:
-    """Write a config as indented JSON, atomically."""
-    from mrc.io import atomic_write_text
-
+    """Write a config as indented flat JSON, atomically."""
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2, ensure_ascii=False) + "\n")
 
 
-def print_config(cfg: Any, title: str | None = None) -> None:
-    """Print the resolved config as a two-column rich table."""
-    from rich.console import Console
-    from rich.table import Table
-
+def print_config(cfg: Any, title: str | None = None, sources: dict[str, str] | None = None) -> None:
+    """Print the resolved config as a rich table; with `sources`, a third column says where a value came from."""
     table = Table(title=title or type(cfg).__name__, show_header=False, title_justify="left")
     table.add_column("field", style="cyan")
     table.add_column("value")
+    if sources:
+        table.add_column("from", style="dim")
     for k, v in to_dict(cfg).items():
-        table.add_row(k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v)
+        row = [k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v]
+        table.add_row(*row, *([sources.get(k, "")] if sources else []))
     Console(stderr=True).print(table)
+
+
+def overlay_saved(cfg: T, section_names: tuple[str, ...], saved: dict[str, Any], given: frozenset[str],
+                  saved_label: str) -> tuple[T, dict[str, str]]:
+    """Replace the flags of `cfg`'s sections `section_names` by `saved` values, except flags in `given`.
+
+    Returns the new config and, per flag of those sections, where its value came from: "flag",
+    `saved_label` or "default". How predict.py takes window and decode settings from a model's
+    training_args.json while a flag on the command line still wins.
+    """
+    sources: dict[str, str] = {}
+    replaced: dict[str, Any] = {}
+    for name in section_names:
+        sub = getattr(cfg, name)
+        values = {}
+        for f in dataclasses.fields(sub):
+            if f.name in given:
+                sources[f.name] = "flag"
+            elif f.name in saved:
+                values[f.name] = saved[f.name]
+                sources[f.name] = saved_label
+            else:
+                sources[f.name] = "default"
+        replaced[name] = dataclasses.replace(sub, **values)
+    return dataclasses.replace(cfg, **replaced), sources

@@ -22,19 +22,42 @@ Semantics (those of HF `postprocess_qa_predictions`, the legacy decoder, except 
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from kernels.span_decode import NEG_INF, WindowSpans, top_spans_per_group
-from mrc.io import atomic_write_text
+from mrc.config import field
+from mrc.errors import MRCError
 
 NBEST_KEYS = ("text", "probability", "start_logit", "end_logit", "char_start", "char_end")
-NBEST_FILE_KEYS = ("text", "probability", "start_logit", "end_logit")     # nbest_predictions.json, as the seed
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How logits become answers; shared by training-time evaluation, predict.py and the ensemble."""
+
+    n_best_size: int = field(20, "answers kept per question in the n-best file")
+    max_answer_length: int = field(30, "longest answer in tokens")
+    version_2_with_negative: bool = field(False, "questions may be unanswerable (SQuAD v2, KLUE MRC): they train "
+                                          "toward [CLS], and the answer is '' when the null score wins")
+    null_score_diff_threshold: float = field(0.0, "with --version_2_with_negative: answer '' when "
+                                             "null score - best span score > this")
+
+    def __post_init__(self) -> None:
+        for name in ("n_best_size", "max_answer_length"):
+            if getattr(self, name) < 1:
+                raise MRCError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not math.isfinite(self.null_score_diff_threshold):
+            raise MRCError(f"--null_score_diff_threshold must be a finite number, got {self.null_score_diff_threshold}")
+
+    @property
+    def null_threshold(self) -> float | None:
+        """The threshold `decode` takes: None unless unanswerable questions are expected."""
+        return self.null_score_diff_threshold if self.version_2_with_negative else None
 
 
 class NBestTable:
@@ -272,22 +295,3 @@ def _span_chars(store, windows: np.ndarray, spans: SpanColumns, valid: np.ndarra
     char_start[valid], char_end[valid] = store.window_char_spans(windows[spans.row[valid]], spans.start[valid],
                                                                  spans.end[valid])
     return char_start, char_end
-
-
-def write_predictions(predictions: list[Prediction], predictions_path: Path, nbest_path: Path | None = None,
-                      overwrite: bool = True, null_odds_path: Path | None = None) -> None:
-    """Write predictions.json `{id: text}` and, when asked, nbest_predictions.json and null_odds.json.
-
-    Each file is written atomically (never half-written under its final name).
-    """
-    def dump(obj) -> str:
-        return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
-
-    atomic_write_text(Path(predictions_path), dump({p.example_id: p.text for p in predictions}),
-                      overwrite=overwrite)
-    if nbest_path is not None:
-        nbest = {p.example_id: [{key: entry[key] for key in NBEST_FILE_KEYS} for entry in p.nbest] for p in predictions}
-        atomic_write_text(Path(nbest_path), dump(nbest), overwrite=overwrite)
-    if null_odds_path is not None:
-        odds = {p.example_id: p.null_score_diff for p in predictions if p.null_score_diff is not None}
-        atomic_write_text(Path(null_odds_path), dump(odds), overwrite=overwrite)

@@ -1,9 +1,9 @@
-"""Model inference over a window store: the one path train-time evaluation and predict.py share.
+"""Model inference over a window store, across the ranks of a job (used by `mrc.evaluation`).
 
-`window_logits` runs a set of windows through the model in length-sorted batches (each padded only
-to its own longest window) and returns the logits in the caller's order. `predict_store` runs a
-whole store across the ranks of a job and decodes on rank 0, chunk by chunk: a chunk holds whole
-examples, so the logits in memory never exceed one chunk however large the input is.
+`batches_logits` runs windows through the model in length-sorted batches, each padded only to its
+own longest window. `iter_predictions` runs a whole store across the ranks and decodes on rank 0,
+chunk by chunk: a chunk holds whole examples, so the logits in memory never exceed one chunk
+however large the input is.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 from mrc import dist
 from mrc.batching import collate
-from mrc.decode import decode
+from mrc.decode import DecodeConfig, Prediction, decode
 from mrc.logits import WindowLogitsWriter
 
 # Windows per decode chunk: 4,096 windows of 512 positions are 16 MiB of float32 logits.
@@ -83,28 +83,6 @@ def batches_logits(model: nn.Module, store, batches: list[np.ndarray], *, device
     start.masked_fill_(past_end, float("-inf"))
     end.masked_fill_(past_end, float("-inf"))
     return start, end
-
-
-def window_logits(model: nn.Module, store, window_indices: np.ndarray, *, batch_size: int,
-                  device: torch.device, autocast_dtype: torch.dtype | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start and end logits of `window_indices`, float32 `[n, T]` on `device`, rows in input order.
-
-    Internally length-sorted batches, each padded only to its own longest window. T is the longest
-    sequence among the windows; a row's positions past its own sequence length hold -inf.
-    """
-    window_indices = np.asarray(window_indices, dtype=np.int64)
-    lengths = np.asarray(store.sequence_lengths())[window_indices]
-    batches = length_sorted_batches(lengths, batch_size)
-    start, end = batches_logits(model, store, [window_indices[b] for b in batches], device=device,
-                                autocast_dtype=autocast_dtype)
-    if not batches:
-        return start, end
-    rows = torch.from_numpy(np.concatenate(batches)).to(device)   # input row of each computed row
-    in_order_start, in_order_end = torch.empty_like(start), torch.empty_like(end)
-    in_order_start[rows] = start
-    in_order_end[rows] = end
-    return in_order_start, in_order_end
 
 
 def example_chunks(example_index: np.ndarray, chunk_windows: int) -> list[tuple[int, int]]:
@@ -179,9 +157,8 @@ def iter_chunk_logits(model: nn.Module, store, ctx: dist.DistContext, *, batch_s
 
 
 def iter_predictions(model: nn.Module, store, ctx: dist.DistContext, *, batch_size: int,
-                     autocast_dtype: torch.dtype | None, n_best_size: int, max_answer_length: int,
-                     null_score_diff_threshold: float | None = None, logits_path: Path | None = None,
-                     chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Iterator[list]:
+                     autocast_dtype: torch.dtype | None, decoding: DecodeConfig, logits_path: Path | None = None,
+                     chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> Iterator[list[Prediction]]:
     """Predictions of the store chunk by chunk (rank 0); other ranks yield empty lists.
 
     With `logits_path`, rank 0 also writes every window's logits there (see `mrc.logits`).
@@ -195,24 +172,6 @@ def iter_predictions(model: nn.Module, store, ctx: dist.DistContext, *, batch_si
                 continue
             if writer is not None:
                 writer.add(chunk.lo, chunk.start.cpu().numpy(), chunk.end.cpu().numpy())
-            yield decode(chunk.start, chunk.end, store, chunk.window_indices, n_best_size=n_best_size,
-                         max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold)
-
-
-def predict_store(model: nn.Module, store, ctx: dist.DistContext, *, batch_size: int,
-                  autocast_dtype: torch.dtype | None, n_best_size: int, max_answer_length: int,
-                  null_score_diff_threshold: float | None = None, logits_path: Path | None = None,
-                  chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> list | None:
-    """Predictions (`mrc.decode.Prediction`, store example order) on rank 0, None on other ranks.
-
-    Every rank must call this (it holds collectives). Each window is run exactly once in the job.
-    """
-    predictions: list = []
-    for chunk_predictions in iter_predictions(model, store, ctx, batch_size=batch_size,
-                                              autocast_dtype=autocast_dtype, n_best_size=n_best_size,
-                                              max_answer_length=max_answer_length,
-                                              null_score_diff_threshold=null_score_diff_threshold,
-                                              logits_path=logits_path, chunk_windows=chunk_windows):
-        predictions.extend(chunk_predictions)
-    return predictions if ctx.is_main else None
-
+            yield decode(chunk.start, chunk.end, store, chunk.window_indices, n_best_size=decoding.n_best_size,
+                         max_answer_length=decoding.max_answer_length,
+                         null_score_diff_threshold=decoding.null_threshold)

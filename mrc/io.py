@@ -51,11 +51,15 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool = True) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp folder beside `path`; on success it replaces `path` (a folder) in one rename.
+    """Yield a temp folder beside `path`; on success it takes the place of `path`.
 
-    A crash leaves only a `.name.*.tmp` folder, never a partial `path`.
+    A new `path` appears in one rename. Replacing an existing one takes two: the old folder is
+    renamed to `.name.old`, then the new one into place. A crash between the two leaves the old
+    complete folder at `.name.old`, and the next `atomic_dir` (or `restore_replaced_dir`) of that
+    path puts it back; a crash before them leaves only a `.name.*.tmp` folder. Never a partial `path`.
     """
     path = Path(path)
+    restore_replaced_dir(path)
     if not overwrite and path.exists():
         raise MRCError(f"{path} already exists; pass --overwrite to replace it, or choose another output")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,12 +67,9 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the final folder gets ordinary permissions
     try:
         yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+        _fsync_tree(tmp)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = _aside(path)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
@@ -78,6 +79,54 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def restore_replaced_dir(path: Path) -> None:
+    """Put back a folder that a crashed `atomic_dir` had moved aside and not yet replaced."""
+    old = _aside(Path(path))
+    if old.is_dir() and not Path(path).exists():
+        os.replace(old, path)
+
+
+PENDING_FILES = ".pending-files"
+
+
+def replace_files(staging: Path, dest: Path) -> None:
+    """Move every file of the complete folder `staging` into `dest`, as one all-or-nothing change.
+
+    Several files cannot be renamed at once, so `staging` is first renamed to `dest/.pending-files`
+    (one rename: from then on the change is committed) and its files are then moved one by one.
+    A crash during the moves leaves the rest in `.pending-files`; `finish_replace_files(dest)`,
+    which every reader of such a folder calls first, completes them. So a reader sees either the
+    old files or all the new ones, never a mix.
+    """
+    dest = Path(dest)
+    finish_replace_files(dest)
+    _fsync_tree(staging)
+    pending = dest / PENDING_FILES
+    os.replace(staging, pending)
+    finish_replace_files(dest)
+
+
+def finish_replace_files(dest: Path) -> None:
+    """Complete a `replace_files` into `dest` that a crash interrupted (nothing to do otherwise)."""
+    pending = Path(dest) / PENDING_FILES
+    if not pending.is_dir():
+        return
+    for f in sorted(pending.iterdir()):
+        os.replace(f, Path(dest) / f.name)
+    pending.rmdir()
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

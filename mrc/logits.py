@@ -24,10 +24,12 @@ from typing import Sequence
 
 import numpy as np
 
-from mrc.config import field, parse_config, print_config
+from mrc.config import field, parse_config, print_config, section
+from mrc.decode import DecodeConfig, decode
 from mrc.errors import MRCError, cli_entry
 from mrc.features import ParagraphTexts
 from mrc.io import atomic_path
+from mrc.prediction_files import PredictionFiles, write_predictions
 
 FORMAT_VERSION = 1
 # Per-window int32 columns copied from the store's WindowTable.
@@ -286,36 +288,29 @@ class EnsembleConfig:
     logits: list[str] = field(help="two or more .logits.npz files from predict.py --save_logits on the same input",
                               default_factory=list)
     output: str = field("ensemble", help="folder for ensemble.logits.npz, predictions.json, nbest_predictions.json")
-    n_best_size: int = field(20, help="answers kept per question in the n-best file")
-    max_answer_length: int = field(30, help="longest answer in tokens")
-    null_score_diff_threshold: float | None = field(
-        None, help="for inputs with unanswerable questions: answer '' when the null score beats the best span "
-                   "by more than this (omit for KorQuAD 1.0)")
+    decode: DecodeConfig = section(DecodeConfig)
     overwrite: bool = field(False, help="replace existing output files")
 
     def __post_init__(self) -> None:
         if len(self.logits) < 2:
             raise MRCError(f"--logits needs at least two files to ensemble, got {len(self.logits)}")
-        if self.n_best_size < 1 or self.max_answer_length < 1:
-            raise MRCError("--n_best_size and --max_answer_length must be at least 1")
 
 
 def run_ensemble(cfg: EnsembleConfig) -> Path:
     """Average the files' logits, decode them, write the averaged logits and the predictions."""
-    from mrc.decode import decode, write_predictions
-
     out = Path(cfg.output)
-    targets = [out / "ensemble.logits.npz", out / "predictions.json", out / "nbest_predictions.json"]
+    files = PredictionFiles(out / "predictions.json", out / "nbest_predictions.json")
+    targets = [out / "ensemble.logits.npz", *files.paths]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not cfg.overwrite:
         raise MRCError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --output")
     avg = average_window_logits([load_window_logits(p) for p in cfg.logits], cfg.logits)
     start, end = avg.padded()
-    predictions = decode(start, end, avg, np.arange(len(avg)), n_best_size=cfg.n_best_size,
-                         max_answer_length=cfg.max_answer_length,
-                         null_score_diff_threshold=cfg.null_score_diff_threshold)
+    predictions = decode(start, end, avg, np.arange(len(avg)), n_best_size=cfg.decode.n_best_size,
+                         max_answer_length=cfg.decode.max_answer_length,
+                         null_score_diff_threshold=cfg.decode.null_threshold)
     save_window_logits(targets[0], avg)
-    write_predictions(predictions, targets[1], targets[2], overwrite=True)
+    write_predictions(predictions, files, overwrite=True)
     return out
 
 

@@ -2,22 +2,24 @@
 
 `run(cfg)` reads every input first (an unreadable file stops the run before the model loads and
 before anything is written), refuses to replace existing outputs without `--overwrite`, then for
-each input builds the window store, runs the windows across the ranks of the job
-(`mrc.inference`) and streams `<name>.predictions.json` and `<name>.nbest.json` out on rank 0,
-one chunk of examples at a time, so neither logits nor n-best lists of a huge input are ever
-all in memory. Items that cannot be predicted (empty question or context, nothing left after
+each input builds the window store, runs the windows across the ranks of the job and streams
+`<name>.predictions.json` and `<name>.nbest.json` out on rank 0 (`mrc.evaluation`), one chunk
+of examples at a time, so neither logits nor n-best lists of a huge input are ever all in
+memory. Items that cannot be predicted (empty question or context, nothing left after
 tokenization, an answer the reader could not place) go to `errors.jsonl`; the rest are predicted.
+
+Window and decode settings not given as flags come from the model folder's training_args.json
+(what the model was trained with), else the defaults; the printed config says which.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -27,20 +29,22 @@ from torch import nn
 
 from mrc import dist
 from mrc.checkpoint import load_model, looks_like_hub_id, resolve_model_folder
-from mrc.config import field, print_config
+from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import Example, ReadStats, read_examples
+from mrc.decode import DecodeConfig, Prediction
 from mrc.errors import MRCError
-from mrc.features import WindowConfig, build_store
-from mrc.inference import iter_predictions
-from mrc.io import atomic_path
+from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
+from mrc.features import WindowConfig
+from mrc.io import atomic_path, read_json_object
 from mrc.metrics import EvalResult, evaluate
+from mrc.precision import PrecisionConfig
+from mrc.prediction_files import PredictionFiles, write_predictions
+from mrc.reporting import Reporter
 
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 ERRORS_FILE = "errors.jsonl"
-NBEST_KEYS = ("text", "probability", "start_logit", "end_logit")
-
-console = Console(stderr=True)
+TRAINING_ARGS = "training_args.json"
 
 
 @dataclass
@@ -54,17 +58,9 @@ class PredictConfig:
     question: str | None = field(None, "debug mode: predict this one question (needs --context; no files written)")
     context: str | None = field(None, "debug mode: the passage --question is asked about")
     batch_size: int = field(32, "windows per forward pass (sorted by length, so padding stays small)")
-    max_seq_length: int = field(512, "tokens per window: [CLS] question [SEP] context [SEP]")
-    doc_stride: int = field(128, "tokens between the starts of consecutive windows of a long context")
-    max_query_length: int = field(64, "question tokens kept; longer questions are truncated")
-    n_best_size: int = field(20, "answers kept per question in the n-best file")
-    max_answer_length: int = field(30, "longest answer in tokens")
-    version_2_with_negative: bool = field(False, "inputs may be unanswerable (SQuAD v2, KLUE MRC): answer '' "
-                                          "when the [CLS] score beats the best span by the threshold")
-    null_score_diff_threshold: float = field(0.0, "with --version_2_with_negative: answer '' when null score - "
-                                             "best span score > this")
-    fp16: bool = field(False, "run the model under float16 autocast (GPU)")
-    bf16: bool = field(False, "run the model under bfloat16 autocast")
+    window: WindowConfig = section(WindowConfig)
+    decode: DecodeConfig = section(DecodeConfig)
+    precision: PrecisionConfig = section(PrecisionConfig)
     int8: bool = field(False, "CPU only: dynamic int8 quantization of the encoder's Linear layers (faster, "
                        "slightly different answers)")
     device: str = field("auto", "where the model runs: auto (cuda when present), cpu or cuda", choices=DEVICES)
@@ -93,13 +89,9 @@ class PredictConfig:
             if self.output is None:
                 raise MRCError("--output DIR is needed with --input (the folder receives the prediction files)")
             input_names(self.input)
-        for name in ("batch_size", "max_seq_length", "doc_stride", "max_query_length", "n_best_size",
-                     "max_answer_length"):
-            if getattr(self, name) < 1:
-                raise MRCError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.fp16 and self.bf16:
-            raise MRCError("--fp16 and --bf16 exclude each other; pick one")
-        if self.int8 and (self.fp16 or self.bf16):
+        if self.batch_size < 1:
+            raise MRCError(f"--batch_size must be at least 1, got {self.batch_size}")
+        if self.int8 and self.precision.autocast_dtype is not None:
             raise MRCError("--int8 runs the quantized model in float32; drop --fp16/--bf16")
         if self.int8 and self.device == "cuda":
             raise MRCError("--int8 is a CPU mode; on a GPU use --fp16 or --bf16 instead")
@@ -111,20 +103,22 @@ class PredictConfig:
         return self.question is not None
 
     @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return torch.float16 if self.fp16 else torch.bfloat16 if self.bf16 else None
-
-    @property
-    def null_threshold(self) -> float | None:
-        return self.null_score_diff_threshold if self.version_2_with_negative else None
-
-    @property
     def no_cuda(self) -> bool:
         return self.device == "cpu" or self.int8
 
-    def window_config(self) -> WindowConfig:
-        return WindowConfig(max_seq_length=self.max_seq_length, doc_stride=self.doc_stride,
-                            max_query_length=self.max_query_length)
+    def inference(self) -> Inference:
+        return Inference(batch_size=self.batch_size, precision=self.precision, decode=self.decode)
+
+
+def settings_from_model(cfg: PredictConfig, given: frozenset[str]) -> tuple[PredictConfig, dict[str, str]]:
+    """Window and decode settings the flags do not give, from the model folder's training_args.json."""
+    saved_path = cfg.model / TRAINING_ARGS
+    saved = read_json_object(saved_path) if saved_path.is_file() else {}
+    return overlay_saved(cfg, ("window", "decode"), saved, given, f"{TRAINING_ARGS} of the model")
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
 
 
 def input_name(path: Path) -> str:
@@ -147,14 +141,13 @@ class InputPlan:
     """One input file and the files it produces."""
 
     path: Path
-    predictions: Path
-    nbest: Path
+    files: PredictionFiles
     logits: Path | None
 
 
 def plan_outputs(cfg: PredictConfig) -> list[InputPlan]:
-    return [InputPlan(path=p, predictions=cfg.output / f"{name}.predictions.json",
-                      nbest=cfg.output / f"{name}.nbest.json",
+    return [InputPlan(path=p, files=PredictionFiles(cfg.output / f"{name}.predictions.json",
+                                                    cfg.output / f"{name}.nbest.json"),
                       logits=cfg.output / f"{name}.logits.npz" if cfg.save_logits else None)
             for p, name in zip(cfg.input, input_names(cfg.input))]
 
@@ -163,7 +156,7 @@ def check_outputs_free(plans: list[InputPlan], errors_path: Path, overwrite: boo
     """Refuse before any work when an output exists and --overwrite was not given."""
     if overwrite:
         return
-    paths = [errors_path] + [p for plan in plans for p in (plan.predictions, plan.nbest, plan.logits) if p]
+    paths = [errors_path] + [p for plan in plans for p in (*plan.files.paths, plan.logits) if p]
     existing = [str(p) for p in paths if p.exists()]
     if existing:
         raise MRCError(f"output files already exist: {', '.join(existing)}; pass --overwrite to replace them "
@@ -211,37 +204,23 @@ def reader_drops(stats: ReadStats, path: Path) -> list[ItemError]:
     return [ItemError(None, str(path), where) for where in stats.skipped_where]
 
 
-# ---------------------------------------------------------------------------------------------
-# Streaming JSON output
+def tokenless_questions(store, path: Path) -> list[ItemError]:
+    """Questions with no tokens left after tokenization (only characters the tokenizer drops)."""
+    query_tokens = np.diff(np.asarray(store.question_token_base))       # [E]
+    return [ItemError(store.example_ids[e], str(path), "no question tokens left after tokenization")
+            for e in np.flatnonzero(query_tokens == 0)]
 
 
-class JsonObjectStream:
-    """Writes a JSON object key by key: the same text `json.dumps(obj, indent=2)` gives for the whole."""
-
-    def __init__(self, fh: IO[str]):
-        self.fh = fh
-        self.count = 0
-
-    def add(self, key: str, value) -> None:
-        # json.dumps of a one-key object, minus its braces: the member exactly as it appears nested.
-        member = json.dumps({key: value}, ensure_ascii=False, indent=2)[2:-2]
-        self.fh.write(("{\n" if self.count == 0 else ",\n") + member)
-        self.count += 1
-
-    def close(self) -> None:
-        self.fh.write("\n}\n" if self.count else "{}\n")
-
-
-@contextlib.contextmanager
-def prediction_streams(plan: InputPlan, overwrite: bool) -> Iterator[tuple[JsonObjectStream, JsonObjectStream]]:
-    """Predictions and n-best streams into temp files, renamed onto their names only on success."""
-    with atomic_path(plan.predictions, overwrite=overwrite) as pred_tmp, \
-            atomic_path(plan.nbest, overwrite=overwrite) as nbest_tmp, \
-            open(pred_tmp, "w", encoding="utf-8") as pred_fh, open(nbest_tmp, "w", encoding="utf-8") as nbest_fh:
-        predictions, nbest = JsonObjectStream(pred_fh), JsonObjectStream(nbest_fh)
-        yield predictions, nbest
-        predictions.close()
-        nbest.close()
+def answerable(predictions: Iterable[Prediction], path: Path, skip: set[str],
+               errors: list[ItemError]) -> Iterator[Prediction]:
+    """The predictions worth writing: not already known errors (`skip`), and with an answer span."""
+    for p in predictions:
+        if p.example_id in skip:
+            continue
+        if not p.nbest:
+            errors.append(ItemError(p.example_id, str(path), "no answer span: no context tokens left after tokenization"))
+            continue
+        yield p
 
 
 def write_errors(path: Path, errors: list[ItemError], overwrite: bool) -> None:
@@ -262,7 +241,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """
     try:
         from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-    except ImportError:
+    except ImportError:  # a future torch without it: only --int8 needs it
         raise MRCError(f"--int8 needs torch.ao.quantization, which torch {torch.__version__} no longer has; "
                        "drop --int8") from None
     spec = {name: default_dynamic_qconfig for name, module in model.named_modules()
@@ -282,24 +261,12 @@ def model_folder(model: Path) -> Path:
     return resolve_model_folder(model)
 
 
-def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext) -> nn.Module:
-    model, _ = load_model(cfg.model, report=console.print if ctx.is_main else None)
+def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> nn.Module:
+    model, _ = load_model(cfg.model, report=report.say if ctx.is_main else None)
     model.eval()
     if cfg.int8:
         model = quantize_int8(model)
     return model.to(ctx.device)
-
-
-def build_store_on_ranks(examples: list[Example], cfg: PredictConfig, ctx: dist.DistContext, *,
-                         use_cache: bool = True):
-    """The window store of `examples`; rank 0 builds it into the cache first, the others then open it."""
-    def build_here():
-        return build_store(examples, cfg.model, cfg.window_config(), labels=False, cache_dir=cfg.cache_dir,
-                           use_cache=use_cache)
-
-    store = build_here() if ctx.is_main else None
-    dist.barrier(ctx)
-    return store if ctx.is_main else build_here()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,81 +282,41 @@ class FileResult:
     scores: EvalResult | None = None      # with --eval, when the file carries answers
 
 
-def read_inputs(paths: list[Path]) -> list[tuple[list[Example], ReadStats]]:
-    """Every input read and checked before any model work; the first unreadable file stops the run."""
-    return [read_examples([p]) for p in paths]
-
-
-def tokenless_questions(store, path: Path) -> list[ItemError]:
-    """Questions with no tokens left after tokenization (only characters the tokenizer drops)."""
-    query_tokens = np.diff(np.asarray(store.question_token_base))       # [E]
-    return [ItemError(store.example_ids[e], str(path), "no question tokens left after tokenization")
-            for e in np.flatnonzero(query_tokens == 0)]
-
-
 def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, model: nn.Module,
-                 cfg: PredictConfig, ctx: dist.DistContext) -> FileResult:
+                 cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> FileResult:
     """Predict one input; rank 0 streams its output files (every rank must call this)."""
     predictable, errors = split_predictable(examples, plan.path)
     errors = reader_drops(stats, plan.path) + errors
-    answers: dict[str, str] = {}
+    answers: dict[str, str] | None = {}
     if predictable:
-        store = build_store_on_ranks(predictable, cfg, ctx)
+        store = build_store_on_ranks(predictable, cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.cache_dir)
         unasked = tokenless_questions(store, plan.path)
         errors += unasked
-        chunks = iter_predictions(model, store, ctx, batch_size=cfg.batch_size, autocast_dtype=cfg.autocast_dtype,
-                                  n_best_size=cfg.n_best_size, max_answer_length=cfg.max_answer_length,
-                                  null_score_diff_threshold=cfg.null_threshold, logits_path=plan.logits)
-        if ctx.is_main:
-            answers, spanless = write_prediction_files(chunks, plan, cfg.overwrite, skip={e.id for e in unasked})
-            errors += spanless
-        else:
-            for _ in chunks:    # this rank's share of every chunk; rank 0 writes
-                pass
-    elif ctx.is_main:
-        write_prediction_files(iter(()), plan, cfg.overwrite)
-    result = FileResult(plan.path, read=stats.questions, predicted=len(answers), errors=errors)
+        skip = {e.id for e in unasked}
+        answers = predict_to_files(model, store, ctx, cfg.inference(), plan.files, overwrite=cfg.overwrite,
+                                   logits_path=plan.logits,
+                                   keep=lambda predictions: answerable(predictions, plan.path, skip, errors))
+    elif ctx.is_main:  # nothing predictable: the input still gets its (empty) files
+        write_predictions((), plan.files, overwrite=cfg.overwrite)
+    result = FileResult(plan.path, read=stats.questions, predicted=len(answers or {}), errors=errors)
     if cfg.eval and ctx.is_main:
-        result.scores = score_answers(examples, answers, plan.path)
+        result.scores = score_answers(examples, answers, plan.path, report)
     return result
 
 
-def write_prediction_files(chunks: Iterator[list], plan: InputPlan, overwrite: bool, skip: set[str] = frozenset()
-                           ) -> tuple[dict[str, str], list[ItemError]]:
-    """Stream the predictions of every chunk out, except those of `skip` (already known errors).
-
-    Returns id -> answer and the items that had no answer span at all.
-    """
-    answers: dict[str, str] = {}
-    spanless: list[ItemError] = []
-    with prediction_streams(plan, overwrite) as (predictions, nbest):
-        for chunk in chunks:
-            for p in chunk:
-                if p.example_id in skip:
-                    continue
-                if not p.nbest:
-                    spanless.append(ItemError(p.example_id, str(plan.path),
-                                              "no answer span: no context tokens left after tokenization"))
-                    continue
-                predictions.add(p.example_id, p.text)
-                nbest.add(p.example_id, [{k: entry[k] for k in NBEST_KEYS} for entry in p.nbest])
-                answers[p.example_id] = p.text
-    return answers, spanless
-
-
-def score_answers(examples: list[Example], answers: dict[str, str], path: Path) -> EvalResult | None:
+def score_answers(examples: list[Example], answers: dict[str, str], path: Path, report: Reporter) -> EvalResult | None:
     """Official KorQuAD v1.0 EM/F1 (`mrc.metrics.EvalResult`) over the file's labelled questions.
 
     Items in errors.jsonl have no answer and score 0, as in the official script. None when the
     file carries no answers.
     """
     if not any(ex.is_labelled for ex in examples):
-        console.print(f"[yellow]--eval: {path} carries no answers; nothing to score[/]")
+        report.say(f"[yellow]--eval: {path} carries no answers; nothing to score[/]")
         return None
     return evaluate(examples, answers)
 
 
-def print_counts(results: list[FileResult]) -> None:
+def print_counts(results: list[FileResult], report: Reporter) -> None:
     table = Table(title="predictions", title_justify="left")
     for name in ("file", "read", "predicted", "errors"):
         table.add_column(name, justify="left" if name == "file" else "right")
@@ -402,27 +329,27 @@ def print_counts(results: list[FileResult]) -> None:
         if with_scores:
             row += [f"{r.scores.exact_match:.2f}", f"{r.scores.f1:.2f}"] if r.scores else ["-", "-"]
         table.add_row(*row)
-    console.print(table)
+    report.table(table)
     read = sum(r.read for r in results)
     predicted = sum(r.predicted for r in results)
     errors = sum(len(r.errors) for r in results)
-    console.print(f"read {read:,}, predicted {predicted:,}, errors {errors:,}")
+    report.say(f"read {read:,}, predicted {predicted:,}, errors {errors:,}")
 
 
-def run_files(cfg: PredictConfig, ctx: dist.DistContext) -> list[FileResult]:
+def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> list[FileResult]:
     plans = plan_outputs(cfg)
     errors_path = cfg.output / ERRORS_FILE
     check_outputs_free(plans, errors_path, cfg.overwrite)
-    inputs = read_inputs(cfg.input)
-    model = load_for_inference(cfg, ctx)
-    results = [predict_file(plan, examples, stats, model, cfg, ctx)
+    inputs = [read_examples([p]) for p in cfg.input]  # every input read and checked before any model work
+    model = load_for_inference(cfg, ctx, report)
+    results = [predict_file(plan, examples, stats, model, cfg, ctx, report)
                for plan, (examples, stats) in zip(plans, inputs)]
     if ctx.is_main:
         all_errors = [e for r in results for e in r.errors]
         write_errors(errors_path, all_errors, cfg.overwrite)
-        print_counts(results)
+        print_counts(results, report)
         if all_errors:
-            console.print(f"unpredicted items and why: {errors_path}")
+            report.say(f"unpredicted items and why: {errors_path}")
     return results
 
 
@@ -430,27 +357,23 @@ def run_files(cfg: PredictConfig, ctx: dist.DistContext) -> list[FileResult]:
 # Debug mode
 
 
-def run_debug(cfg: PredictConfig, ctx: dist.DistContext):
+def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> Prediction | None:
     """One question: print the answer, its score and the n-best; returns the Prediction (rank 0)."""
     example = Example(id="question", question=cfg.question, context=cfg.context, answers=())
     problem = item_problem(example)
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
-    model = load_for_inference(cfg, ctx)
-    store = build_store_on_ranks([example], cfg, ctx, use_cache=False)
-    predictions = [p for chunk in iter_predictions(model, store, ctx, batch_size=cfg.batch_size,
-                                                   autocast_dtype=cfg.autocast_dtype, n_best_size=cfg.n_best_size,
-                                                   max_answer_length=cfg.max_answer_length,
-                                                   null_score_diff_threshold=cfg.null_threshold)
-                   for p in chunk]
+    model = load_for_inference(cfg, ctx, report)
+    store = build_store_on_ranks([example], cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.cache_dir,
+                                 use_cache=False)
+    predictions = list(store_predictions(model, store, ctx, cfg.inference()))
     if not ctx.is_main:
         return None
-    prediction = predictions[0]
-    print_debug(prediction)
-    return prediction
+    print_debug(predictions[0])
+    return predictions[0]
 
 
-def print_debug(prediction) -> None:
+def print_debug(prediction: Prediction) -> None:
     out = Console()
     out.print(f"[bold]answer:[/] {prediction.text or '(no answer)'}")
     out.print(f"[bold]score:[/] {prediction.score:.4f}  (start logit + end logit)")
@@ -463,14 +386,33 @@ def print_debug(prediction) -> None:
     out.print(table)
 
 
-def run(cfg: PredictConfig):
-    """Batch mode (list of FileResult) or debug mode (the Prediction); None on non-main ranks in debug mode."""
+@dataclass
+class PredictRun:
+    """What `run` did: one FileResult per input (batch mode), or the one answer (debug mode, rank 0)."""
+
+    files: list[FileResult]
+    answer: Prediction | None = None
+
+
+def run(cfg: PredictConfig, given: frozenset[str] | None = None) -> PredictRun:
+    """Batch mode or debug mode, as `cfg` says.
+
+    `given`: the flags the command line set; every other window and decode setting is taken from
+    the model folder's training_args.json when it has one. None (a config built in Python) keeps
+    every setting of `cfg` as it is.
+    """
     cfg = dataclasses.replace(cfg, model=model_folder(cfg.model))
+    sources = None
+    if given is not None:
+        cfg, sources = settings_from_model(cfg, given)
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
+    report = Reporter(ctx)
     try:
         if ctx.is_main:
-            print_config(cfg, title="predict")
-            console.print(f"device {ctx.device}, {ctx.world_size} process(es)")
-        return run_debug(cfg, ctx) if cfg.debug else run_files(cfg, ctx)
+            print_config(cfg, title="predict", sources=sources)
+        report.say(f"device {ctx.device}, {ctx.world_size} process(es)")
+        if cfg.debug:
+            return PredictRun([], run_debug(cfg, ctx, report))
+        return PredictRun(run_files(cfg, ctx, report))
     finally:
         dist.destroy(ctx)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrc.decode import Prediction, decode, write_predictions
+from mrc.decode import Prediction, decode
 from mrc.features import ParagraphTexts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,23 +276,6 @@ def test_repeated_window_is_refused(store):
     start, end = random_logits(2, 64, seed=8)
     with pytest.raises(ValueError, match="repeats"):
         decode(start, end, store, np.array([0, 0]), 5, 10)
-
-
-def test_write_predictions_writes_the_seed_formats(tmp_path):
-    preds = [Prediction("a", "서울", 3, 5, 2.5, [
-        {"text": "서울", "probability": 0.75, "start_logit": 1.0, "end_logit": 1.5, "char_start": 3, "char_end": 5},
-        {"text": "", "probability": 0.25, "start_logit": 0.5, "end_logit": 0.9, "char_start": -1, "char_end": -1}],
-        null_score_diff=-1.1)]
-    write_predictions(preds, tmp_path / "predictions.json", tmp_path / "nbest_predictions.json",
-                      null_odds_path=tmp_path / "null_odds.json")
-    assert json.loads((tmp_path / "predictions.json").read_text(encoding="utf-8")) == {"a": "서울"}
-    assert "서울" in (tmp_path / "predictions.json").read_text(encoding="utf-8")    # not \uXXXX escapes
-    nbest = json.loads((tmp_path / "nbest_predictions.json").read_text(encoding="utf-8"))
-    assert nbest == {"a": [{"text": "서울", "probability": 0.75, "start_logit": 1.0, "end_logit": 1.5},
-                           {"text": "", "probability": 0.25, "start_logit": 0.5, "end_logit": 0.9}]}
-    assert json.loads((tmp_path / "null_odds.json").read_text()) == {"a": -1.1}
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["nbest_predictions.json", "null_odds.json",
-                                                          "predictions.json"]
 
 
 # ---- real KorQuAD dev windows (KoELECTRA v3 vocab, the seed's window settings) ------------------

@@ -1,4 +1,4 @@
-"""mrc/inference.py: batched logits in the caller's order, chunked decoding, logits files."""
+"""mrc/inference.py: batched logits equal unbatched ones, chunked decoding, logits files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from mrc import dist
 from mrc.batching import collate
 from mrc.checkpoint import load_model
 from mrc.data import read_examples
-from mrc.decode import decode
+from mrc.decode import DecodeConfig, decode
 from mrc.features import WindowConfig, build_store
-from mrc.inference import example_chunks, predict_store, window_logits
+from mrc.inference import batches_logits, example_chunks, iter_predictions, length_sorted_batches
 from mrc.logits import load_window_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,10 +44,18 @@ def one_window_logits(model, store, w: int) -> tuple[torch.Tensor, torch.Tensor]
     return start[0], end[0]
 
 
-def test_window_logits_come_back_in_the_callers_order_and_match_unbatched_runs(model, store):
+def predictions(model, store, **settings) -> list:
+    return [p for chunk in iter_predictions(model, store, CPU, autocast_dtype=None,
+                                            decoding=DecodeConfig(n_best_size=5, max_answer_length=30), **settings)
+            for p in chunk]
+
+
+def test_batched_logits_match_unbatched_runs(model, store):
     rng = np.random.default_rng(0)
-    windows = rng.permutation(len(store))[:23]          # mixed lengths, odd count: a short last batch
-    start, end = window_logits(model, store, windows, batch_size=4, device=torch.device("cpu"))
+    chosen = rng.permutation(len(store))[:23]           # mixed lengths, odd count: a short last batch
+    batches = [chosen[b] for b in length_sorted_batches(store.sequence_lengths()[chosen], 4)]
+    windows = np.concatenate(batches)
+    start, end = batches_logits(model, store, batches, device=torch.device("cpu"))
     lengths = store.sequence_lengths()[windows]
     assert start.shape == end.shape == (len(windows), lengths.max())
     for row, w in enumerate(windows):
@@ -58,10 +66,10 @@ def test_window_logits_come_back_in_the_callers_order_and_match_unbatched_runs(m
         assert torch.isneginf(start[row, n:]).all() and torch.isneginf(end[row, n:]).all()
 
 
-def test_window_logits_leave_a_training_model_in_training_mode(model, store):
+def test_batched_logits_leave_a_training_model_in_training_mode(model, store):
     model.train()
     try:
-        window_logits(model, store, np.arange(3), batch_size=2, device=torch.device("cpu"))
+        batches_logits(model, store, [np.arange(2), np.arange(2, 3)], device=torch.device("cpu"))
         assert model.training, "train-time evaluation must not switch dropout off for the rest of training"
     finally:
         model.eval()
@@ -80,18 +88,16 @@ def test_chunks_cover_every_window_once_and_never_split_an_example():
 
 def test_small_chunks_give_the_same_predictions_as_one_chunk(model, store):
     # Batches of one window: chunk borders then cannot change any window's batch-mates or padding.
-    settings = dict(batch_size=1, autocast_dtype=None, n_best_size=5, max_answer_length=30)
-    whole = predict_store(model, store, CPU, chunk_windows=len(store), **settings)
-    chunked = predict_store(model, store, CPU, chunk_windows=16, **settings)
+    whole = predictions(model, store, batch_size=1, chunk_windows=len(store))
+    chunked = predictions(model, store, batch_size=1, chunk_windows=16)
     assert len(whole) == store.num_examples
     assert [(p.example_id, p.text, p.nbest) for p in chunked] == [(p.example_id, p.text, p.nbest) for p in whole]
 
 
 def test_saved_logits_decode_to_the_same_answers(model, store, tmp_path):
     path = tmp_path / "logits.npz"
-    predictions = predict_store(model, store, CPU, batch_size=8, autocast_dtype=None, n_best_size=5,
-                                max_answer_length=30, logits_path=path, chunk_windows=40)
+    predicted = predictions(model, store, batch_size=8, logits_path=path, chunk_windows=40)
     saved = load_window_logits(path)
     start, end = saved.padded()
     again = decode(start, end, saved, np.arange(len(saved)), n_best_size=5, max_answer_length=30)
-    assert [p.text for p in again] == [p.text for p in predictions]
+    assert [p.text for p in again] == [p.text for p in predicted]

@@ -21,9 +21,13 @@ import torch
 from safetensors.torch import load_file
 
 from mrc.checkpoint import load_model, save_model
-from mrc.checkpointing import REQUIRED_FILES
+from mrc.data import read_examples
+from mrc.dist import DistContext
+from mrc.train_state import REQUIRED_FILES
 from mrc.errors import MRCError
 from mrc.model import ElectraForQA, ModelConfig
+from mrc.reporting import Reporter
+from mrc.train_data import load_train_data, read_train_examples
 
 REPO = Path(__file__).resolve().parent.parent
 # Several small processes share few cores: one thread each avoids oversubscription stalls.
@@ -392,7 +396,7 @@ def test_seed_command_parses_with_the_same_meaning(tmp_path):
     assert [f.path for f in cfg.train_files] == [Path("data/KorQuAD_v1.0_train.json")]
     assert cfg.predict_path == Path("data/KorQuAD_v1.0_dev.json")
     assert cfg.global_batch(world_size=4) == 16 * 2 * 4
-    assert cfg.autocast_dtype == torch.float16 and cfg.group_by_length and cfg.neg_ratio == 1.0
+    assert cfg.precision.autocast_dtype == torch.float16 and cfg.group_by_length and cfg.neg_ratio == 1.0
     weighted = cli().parse_args(["--model_name_or_path", "m", "--output_dir", str(tmp_path), "--do_train",
                                  "--train_file", "korquad.json", "/abs/klue.jsonl:0.5"])
     assert [(str(f.path), f.weight) for f in weighted.train_files] == [("korquad.json", 1.0), ("/abs/klue.jsonl", 0.5)]
@@ -411,21 +415,20 @@ def test_non_empty_output_dir_is_refused(tiny_model, korquad_train_subset, cache
 
 
 # ---------------------------------------------------------------------------------------------
-# Epoch sampling
+# Training data
 
 
 @pytest.mark.parametrize("v2", [False, True])
 def test_unanswerable_questions_train_toward_cls_only_with_v2(v2, tiny_model, klue_train, cache_dir, tmp_path):
-    from mrc.data import read_examples
-    from mrc.dist import DistContext
-    from mrc.train import Reporter, load_train_data
-
     cfg = cli().parse_args(["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path), "--do_train",
                             "--train_file", str(klue_train), "--max_seq_length", "128", "--doc_stride", "48",
                             "--cache_dir", str(cache_dir)] + (["--version_2_with_negative"] if v2 else []))
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-    report = Reporter(ctx, tmp_path)
-    data = load_train_data(cfg, tiny_model, ctx, report)
+    report = Reporter(ctx)
+    examples, file_of = read_train_examples(cfg.train_files, report, with_unanswerable=v2, max_samples=None,
+                                            verbose=False)
+    data = load_train_data(cfg.train_files, examples, file_of, tiny_model, cfg.window, ctx, report,
+                           cache_dir=cfg.cache_dir)
     impossible = {ex.id for ex in read_examples([klue_train])[0] if ex.is_impossible}
     assert len(impossible) == 45
     trained = {data.store.example_ids[e] for e in np.unique(data.store.windows.example_index)}
@@ -435,41 +438,3 @@ def test_unanswerable_questions_train_toward_cls_only_with_v2(v2, tiny_model, kl
         assert data.is_negative[rows].all()  # every window of an unanswerable question is labelled CLS
     else:
         assert not impossible & trained
-
-
-def sampling_data(n_files: int = 1):
-    from mrc.train import TrainData
-
-    n = 1000
-    negative = np.zeros(n, dtype=bool)
-    negative[::3] = True  # 334 windows without the answer
-    return TrainData(store=None, window_file=(np.arange(n) % n_files).astype(np.int32), weights=[1.0] * n_files,
-                     is_negative=negative, lengths=np.full(n, 100, dtype=np.int32))
-
-
-def test_neg_ratio_keeps_a_seeded_fraction_of_no_answer_windows(tiny_model, tmp_path):
-    from mrc.train import epoch_windows
-
-    cfg = cli().parse_args(["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path), "--do_train",
-                            "--train_file", "x.json", "--neg_ratio", "0.25"])
-    data = sampling_data()
-    first, counts = epoch_windows(data, cfg, epoch=0)
-    assert counts == {"windows": 666 + 84, "with_answer": 666, "without_answer": 334, "kept_without_answer": 84}
-    assert len(first) == 750 and len(set(first)) == 750
-    assert (~data.is_negative[first]).sum() == 666  # every window with the answer stays
-    again, _ = epoch_windows(data, cfg, epoch=0)
-    assert np.array_equal(first, again)  # the same on every rank and after a resume
-    second, _ = epoch_windows(data, cfg, epoch=1)
-    assert not np.array_equal(np.sort(first), np.sort(second))  # a new draw of negatives each epoch
-
-
-def test_file_weights_repeat_or_subsample_a_file(tiny_model, tmp_path):
-    from mrc.train import epoch_windows
-
-    cfg = cli().parse_args(["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path), "--do_train",
-                            "--train_file", "a.json:2", "b.json:0.5"])
-    data = sampling_data(n_files=2)
-    data.weights = [f.weight for f in cfg.train_files]
-    chosen, _ = epoch_windows(data, cfg, epoch=0)
-    per_file = np.bincount(data.window_file[chosen], minlength=2)
-    assert per_file.tolist() == [1000, 250]  # file a: its 500 windows twice; file b: half of its 500

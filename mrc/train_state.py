@@ -1,0 +1,268 @@
+"""Training state on disk: checkpoints, the output folder's policy, the final model, resume.
+
+`output_dir/checkpoint-<step>/` holds
+- `model.safetensors`, `config.json`, tokenizer files: an HF folder (`mrc.checkpoint.save_model`);
+- `training_args.json`: the resolved flags of the run (flat, one key per flag);
+- `optimizer.pt`, `scheduler.pt`, `scaler.pt`: the state dicts of AdamW, the LR schedule, the GradScaler;
+- `rng_state.pt`: every rank's torch / CUDA / numpy / python RNG state;
+- `trainer_state.json`: step, epoch and the number of global batches of that epoch already consumed.
+
+A checkpoint folder is written under a temp name and renamed into place (`mrc.io.atomic_dir`), so
+a crash leaves either the whole checkpoint or none of it. The final model's files go directly into
+`output_dir` (where the seed put them) through `mrc.io.replace_files`: readers see the old files
+or all the new ones. Every `.pt` file holds only tensors, numbers, strings, lists and dicts: it
+loads with `torch.load(weights_only=True)`, which never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrc import dist
+from mrc.checkpoint import save_model
+from mrc.errors import MRCError
+from mrc.io import atomic_write_text, finish_replace_files, replace_files
+from mrc.model import ModelConfig
+from mrc.reporting import Reporter
+from mrc.schedule import Progress, Schedule
+
+CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+SCALER = "scaler.pt"
+RNG_STATE = "rng_state.pt"
+REQUIRED_FILES = ("config.json", "model.safetensors", TRAINER_STATE, OPTIMIZER, SCHEDULER, SCALER, RNG_STATE)
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return Path(output_dir) / f"checkpoint-{step}"
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete `checkpoint-<step>` folders of `output_dir`, by step."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = CHECKPOINT_PATTERN.fullmatch(path.name)
+        if match and path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain numbers (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+
+
+def training_state_writer(*, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                          scaler: torch.amp.GradScaler, progress: Progress, rng_states: list[dict[str, Any]],
+                          write_args: Callable[[Path], None]) -> Callable[[Path], None]:
+    """A `save_model(extra_writer=...)` callback adding the training state to the checkpoint folder."""
+
+    def write(folder: Path) -> None:
+        write_args(folder / "training_args.json")
+        torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+        torch.save(scheduler.state_dict(), folder / SCHEDULER)
+        torch.save(scaler.state_dict(), folder / SCALER)
+        torch.save(rng_states, folder / RNG_STATE)
+        (folder / TRAINER_STATE).write_text(json.dumps(asdict(progress), indent=2) + "\n", encoding="utf-8")
+
+    return write
+
+
+def load_pt(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: the user must pick another checkpoint
+        raise MRCError(f"{path}: cannot be read ({type(e).__name__}: {e}); delete this checkpoint folder "
+                       "to resume from the one before it") from None
+
+
+def read_progress(folder: Path) -> Progress:
+    path = Path(folder) / TRAINER_STATE
+    try:
+        return Progress(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise MRCError(f"{path}: not a trainer state written by this trainer ({e}); delete this checkpoint "
+                       "folder to resume from the one before it") from None
+
+
+def restore_training_state(folder: Path, *, optimizer: torch.optim.Optimizer,
+                           scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                           rank: int) -> tuple[Progress, bool]:
+    """Load optimizer, schedule, scaler and this rank's RNG state; returns (progress, rng_restored).
+
+    A rank the checkpoint has no RNG state for (the job grew) keeps its freshly seeded RNG.
+    """
+    folder = Path(folder)
+    optimizer.load_state_dict(load_pt(folder / OPTIMIZER))
+    scheduler.load_state_dict(load_pt(folder / SCHEDULER))
+    scaler.load_state_dict(load_pt(folder / SCALER))
+    rng_states = load_pt(folder / RNG_STATE)
+    if rank < len(rng_states):
+        restore_rng(rng_states[rank])
+    return read_progress(folder), rank < len(rng_states)
+
+
+# -- the output folder
+
+
+def check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from (None = start fresh); refuses to train into a used folder.
+
+    With --resume, a folder holding only what a run writes before its first checkpoint
+    (a run stopped early) starts fresh.
+    """
+    finish_replace_files(out)
+    if resume:
+        found = latest_checkpoint(out)
+        if found is not None:
+            return found
+    early_run_files = {"training_args.json", "metrics.jsonl"} if resume else set()
+    used = out.is_dir() and any(p.name not in early_run_files for p in out.iterdir())
+    if used and not overwrite:
+        where = "holds no complete checkpoint to resume from" if resume else "is not empty"
+        raise MRCError(f"--output_dir {out} {where}; pass --overwrite_output_dir to train into it anyway, "
+                       f"{'' if resume else '--resume to continue its latest checkpoint, '}"
+                       f"or choose another --output_dir")
+    return None
+
+
+def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: bool) -> Path | None:
+    """Rank 0 inspects output_dir and every rank gets the same answer (or the same error)."""
+    answer: tuple[str | None, str | None] = (None, None)
+    if ctx.is_main:
+        try:
+            found = check_output_dir(out, resume=resume, overwrite=overwrite)
+            answer = (str(found) if found else None, None)
+        except MRCError as e:
+            answer = (None, str(e))
+    resume_from, error = dist.broadcast_from_main(answer, ctx)
+    if error:
+        raise MRCError(error)
+    return Path(resume_from) if resume_from else None
+
+
+# Flags that do not change the training trajectory: a resume may change them silently.
+TRAJECTORY_NEUTRAL = frozenset({
+    "resume", "overwrite_output_dir", "do_eval", "evaluate_during_training", "eval_all_checkpoints",
+    "per_gpu_eval_batch_size", "max_eval_samples", "predict_file", "logging_steps", "save_steps", "n_best_size",
+    "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank", "threads", "dist_timeout",
+    "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file"})
+
+
+def diff_args(saved_path: Path, now: dict[str, Any]) -> list[str]:
+    """Settings that change the training trajectory and differ from the checkpoint's training_args.json."""
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
+            if k in saved and k not in TRAJECTORY_NEUTRAL and saved[k] != now[k]]
+
+
+# -- what a checkpoint saves
+
+
+@dataclass
+class Trainer:
+    """The objects a step updates and a checkpoint saves."""
+
+    model: nn.Module                 # DDP-wrapped when the world is larger than one
+    model_cfg: ModelConfig
+    tokenizer_folder: Path
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    training_args: dict[str, Any]    # the run's flat flags, saved as training_args.json in every folder
+
+    @property
+    def plain_model(self) -> nn.Module:
+        return dist.unwrap_model(self.model)
+
+    def skipped_steps(self, step: int) -> int:
+        """Optimizer steps the GradScaler skipped so far (AdamW counts only the steps it applied).
+
+        Reads a device tensor: call at logging time only.
+        """
+        state = self.optimizer.state.get(self.optimizer.param_groups[0]["params"][0], {})
+        applied = state.get("step", 0)
+        return step - int(applied.item() if torch.is_tensor(applied) else applied)
+
+    def write_args(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.training_args, indent=2, ensure_ascii=False) + "\n")
+
+
+def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext, folder: Path) -> None:
+    """Write an HF model folder plus the training state (rank 0 writes; every rank must call)."""
+    rng_states = dist.gather_to_main(capture_rng(), ctx)
+    if ctx.is_main:
+        writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                                       scaler=trainer.scaler, progress=progress, rng_states=rng_states,
+                                       write_args=trainer.write_args)
+        save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder, extra_writer=writer)
+    dist.barrier(ctx)
+
+
+def save_final_model(trainer: Trainer, out: Path, ctx: dist.DistContext) -> None:
+    """The trained model's HF files directly in output_dir, beside the checkpoints (rank 0).
+
+    Built complete in `.final-model`, then moved in by `replace_files`: a crash at any moment
+    leaves the old final model or the new one, never new weights beside an old config.
+    """
+    if not ctx.is_main:
+        return
+    staging = out / ".final-model"
+    save_model(trainer.plain_model, trainer.model_cfg, staging, trainer.tokenizer_folder,
+               extra_writer=lambda tmp: trainer.write_args(tmp / "training_args.json"))
+    replace_files(staging, out)
+
+
+def resume(trainer: Trainer, folder: Path, schedule: Schedule, ctx: dist.DistContext, report: Reporter) -> Progress:
+    """Restore optimizer, schedule, scaler, RNG and data position from a checkpoint folder."""
+    changed = diff_args(folder / "training_args.json", trainer.training_args)
+    if changed:
+        report.say(f"[yellow]resuming with settings that differ from {folder}: {'; '.join(changed)} "
+                   "(the run will not match an uninterrupted one)[/]")
+    progress, rng_restored = restore_training_state(folder, optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                                                    scaler=trainer.scaler, rank=ctx.rank)
+    if not rng_restored:
+        report.say(f"[yellow]{folder} has no RNG state for rank {ctx.rank} (the job grew); that rank reseeds[/]")
+    if (progress.epoch, progress.batches_done) != schedule.position(progress.step):
+        report.say(f"[yellow]{folder}: its data position (epoch {progress.epoch + 1}, batch {progress.batches_done}) "
+                   "does not match this schedule; continuing from the saved position[/]")
+    report.say(f"resumed from {folder} at step {progress.step:,}")
+    return progress
