@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mrc.checkpoint import save_model  # noqa: E402
+from mrc.config import from_flat  # noqa: E402
 from mrc.data import read_examples  # noqa: E402
 from mrc.metrics import evaluate  # noqa: E402
 from mrc.model import ElectraForQA, ModelConfig  # noqa: E402
@@ -85,9 +86,10 @@ def run_ours(model: Path, data: Path, out: Path, *, int8: bool, args: argparse.N
              ) -> tuple[float, dict, int]:
     """Seconds, predictions and window count of one `predict.py` run (fresh window cache)."""
     cache = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=out))
-    cfg = PredictConfig(model=model, input=[data], output=out, overwrite=True, int8=int8, device="cpu",
-                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
-                        max_query_length=args.max_query_length, cache_dir=cache)
+    cfg = from_flat(PredictConfig, dict(model=model, input=[data], output=out, overwrite=True, int8=int8,
+                                        device="cpu", batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                                        doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+                                        cache_dir=cache))
     began = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):      # the resolved config and count tables
         run(cfg)

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from mrc.batching import MEGA_BATCH_BATCHES, LengthGroupedSampler, collate  # noqa: E402
 from mrc.checkpoint import hf_to_ours  # noqa: E402
+from mrc.dist import DistContext  # noqa: E402
 from mrc.model import ElectraForQA, ModelConfig  # noqa: E402
 from mrc.optim import build_optimizer, linear_warmup_decay  # noqa: E402
 from mrc.train import collate_to_device, train_step  # noqa: E402
@@ -106,10 +107,12 @@ class OurLoop:
         self.optimizer = build_optimizer(model, learning_rate=5e-5, weight_decay=0.01, adam_epsilon=1e-8, device=device)
         self.scheduler = linear_warmup_decay(self.optimizer, 0, 10_000)
         self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+        self.ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
 
     def step(self, rows: np.ndarray) -> None:
         batch = collate_to_device(self.store, rows, self.device)
-        train_step(self.model, [(batch, 1.0)], self.optimizer, self.scheduler, self.scaler, self.autocast_dtype, 1.0)
+        train_step(self.model, [(batch, 1.0)], self.optimizer, self.scheduler, self.scaler, self.autocast_dtype, 1.0,
+                   self.ctx)
 
 
 class SeedLoop:

@@ -22,11 +22,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mrc.config import field, print_config
+from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import FORMATS, read_examples
+from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
-from mrc.io import atomic_write_text
+from mrc.features import WindowConfig
+from mrc.io import atomic_write_text, read_json_object
 from mrc.metrics import EvalResult, ExampleScore, evaluate, load_predictions
+from mrc.tokenizer import load_tokenizer
 
 CSV_COLUMNS = ("context", "question", "answer", "prediction", "f1 score", "context length",
                "question length", "answer length")
@@ -52,10 +55,13 @@ class EvalConfig:
     f1_threshold: float = field(0.85, help="with --analyze: a question with EM 0 and F1 (0..1) below this "
                                            "is an error row")
     model: str | None = field(None, help="with --analyze: model folder whose tokenizer measures lengths in tokens "
-                                         "(without it lengths are in characters)")
+                                         "(without it lengths are in characters); its training_args.json gives "
+                                         "the window and decode settings the flags below do not")
     out: str | None = field(None, help="folder for the result JSON and error_analysis.csv when not the "
                                        "predictions' folder")
     data_format: str = field("auto", help="format of DATASET", choices=FORMATS)
+    window: WindowConfig = section(WindowConfig)
+    decode: DecodeConfig = section(DecodeConfig)
 
     def __post_init__(self):
         if not 0.0 <= self.f1_threshold <= 1.0:
@@ -99,8 +105,6 @@ def measure_lengths(scores: list[ExampleScore], model_folder: str | Path | None)
     answers = [first_answer(s) for s in scores]
     if model_folder is None:
         return Lengths("characters", [len(t) for t in contexts], [len(t) for t in questions], [len(t) for t in answers])
-    from mrc.tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(model_folder)
 
     def count(texts: list[str]) -> list[int]:
@@ -191,6 +195,22 @@ def breakdowns(result: EvalResult, lengths: Lengths, f1_threshold: float) -> lis
     ]
 
 
+def reach_breakdowns(result: EvalResult, lengths: Lengths, window: WindowConfig, decode: DecodeConfig,
+                     f1_threshold: float) -> list[Breakdown]:
+    """What the model's settings let it reach (token lengths only): answers the decoder cannot produce
+    (longer than max_answer_length) and contexts that need several windows."""
+    scores = result.scores
+    answer_keys = ["longer than max_answer_length" if n > decode.max_answer_length else "fits" for n in lengths.answer]
+    room = [window.max_seq_length - min(q, window.max_query_length) - 3 for q in lengths.question]
+    context_keys = ["several windows" if n > r else "one window" for n, r in zip(lengths.context, room)]
+    return [
+        Breakdown(f"by answer length vs --max_answer_length {decode.max_answer_length} (tokens)",
+                  _bucket_rows(["fits", "longer than max_answer_length"], answer_keys, scores, f1_threshold)),
+        Breakdown(f"by windows per context at --max_seq_length {window.max_seq_length}",
+                  _bucket_rows(["one window", "several windows"], context_keys, scores, f1_threshold)),
+    ]
+
+
 def print_result(result: EvalResult, console: Console) -> None:
     table = Table(title="KorQuAD v1.0 metric", title_justify="left")
     for name in ("exact match", "F1", "questions", "missing"):
@@ -233,9 +253,24 @@ def evaluate_files(dataset: str | Path, predictions: str | Path, data_format: st
     return evaluate(examples, load_predictions(predictions)), stats.skipped
 
 
-def run(cfg: EvalConfig) -> dict:
-    """eval.py: tables on stdout, warnings on stderr, the result JSON written and printed last."""
-    print_config(cfg)
+def settings_from_model(cfg: EvalConfig, given: frozenset[str]) -> tuple[EvalConfig, dict[str, str] | None]:
+    """Window and decode settings the flags do not give, from --model's training_args.json."""
+    saved_path = Path(cfg.model) / "training_args.json" if cfg.model else None
+    if saved_path is None or not saved_path.is_file():
+        return cfg, None
+    return overlay_saved(cfg, ("window", "decode"), read_json_object(saved_path), given, "training_args.json")
+
+
+def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
+    """eval.py: tables on stdout, warnings on stderr, the result JSON written and printed last.
+
+    `given`: the flags the command line set; the other window and decode settings come from
+    --model's training_args.json when it has one (None keeps `cfg` as it is).
+    """
+    sources = None
+    if given is not None:
+        cfg, sources = settings_from_model(cfg, given)
+    print_config(cfg, sources=sources)
     console, errors = Console(), Console(stderr=True)
     result, skipped = evaluate_files(cfg.dataset, cfg.predictions, cfg.data_format)
     out_dir = Path(cfg.out) if cfg.out else Path(cfg.predictions).parent
@@ -247,7 +282,8 @@ def run(cfg: EvalConfig) -> dict:
         lengths = measure_lengths(result.scores, cfg.model)
         rows = error_rows(result, lengths, cfg.f1_threshold)
         write_error_csv(rows, out_dir / "error_analysis.csv")
-        for breakdown in breakdowns(result, lengths, cfg.f1_threshold):
+        reach = reach_breakdowns(result, lengths, cfg.window, cfg.decode, cfg.f1_threshold) if cfg.model else []
+        for breakdown in breakdowns(result, lengths, cfg.f1_threshold) + reach:
             print_breakdown(breakdown, console)
         console.print(f"{len(rows):,} error rows written to {out_dir / 'error_analysis.csv'}", soft_wrap=True)
     summary = result.summary()

@@ -114,7 +114,7 @@ def settings_from_model(cfg: PredictConfig, given: frozenset[str]) -> tuple[Pred
     """Window and decode settings the flags do not give, from the model folder's training_args.json."""
     saved_path = cfg.model / TRAINING_ARGS
     saved = read_json_object(saved_path) if saved_path.is_file() else {}
-    return overlay_saved(cfg, ("window", "decode"), saved, given, f"{TRAINING_ARGS} of the model")
+    return overlay_saved(cfg, ("window", "decode"), saved, given, TRAINING_ARGS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +89,28 @@ def test_analyze_writes_the_csv_to_out_and_prints_breakdowns(korquad_train_subse
     for title in ("by answer length (tokens)", "by context length (tokens)", "by question word", "partial overlap"):
         assert title in out
     assert last_json_line(out)["total"] == 142
+
+
+def test_analyze_takes_window_and_decode_settings_from_the_models_training_args(korquad_train_subset, predictions,
+                                                                               tmp_path, capsys, koelectra_folder):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copyfile(koelectra_folder / name, model / name)
+    (model / "training_args.json").write_text(json.dumps({"max_seq_length": 128, "doc_stride": 48,
+                                                                 "max_answer_length": 3}))
+    main([str(korquad_train_subset), str(predictions), "--analyze", "--model", str(model), "--out", str(tmp_path),
+          "--max_answer_length", "4"])
+    captured = capsys.readouterr()
+    assert re.search(r"max_seq_length[\s│]+128[\s│]+training_args.json", captured.err)
+    assert re.search(r"max_answer_length[\s│]+4[\s│]+flag", captured.err)
+    assert re.search(r"max_query_length[\s│]+64[\s│]+default", captured.err)
+    assert "by answer length vs --max_answer_length 4 (tokens)" in captured.out
+    assert "by windows per context at --max_seq_length 128" in captured.out
+    examples, _ = read_examples(korquad_train_subset)
+    rows = {line.split("│")[1].strip(): int(line.split("│")[2].replace(",", ""))
+            for line in captured.out.splitlines() if line.count("│") == 6 and "window" in line.split("│")[1]}
+    assert sum(rows.values()) == len(examples) and rows["several windows"] > 0   # 128-token windows cut many
 
 
 def test_analyze_without_model_says_lengths_are_characters(korquad_train_subset, predictions, capsys):

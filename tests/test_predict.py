@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from mrc.checkpoint import load_model
+from mrc.config import from_flat
 from mrc.data import read_examples
 from mrc.errors import MRCError
 from mrc.predict import PredictConfig, quantize_int8, run
@@ -139,15 +141,15 @@ def test_a_run_that_fails_midway_leaves_the_previous_outputs_whole(tiny_model, k
     run(cfg)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import mrc.predict as predict_module
-    real = predict_module.iter_predictions
+    import mrc.evaluation as evaluation
+    real = evaluation.iter_predictions
 
     def crash_after_first_chunk(*args, **kwargs):
         chunks = real(*args, **kwargs)
         yield next(chunks)
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(predict_module, "iter_predictions", crash_after_first_chunk)
+    monkeypatch.setattr(evaluation, "iter_predictions", crash_after_first_chunk)
     with pytest.raises(RuntimeError):
         run(PredictConfig(model=tiny_model, input=[korquad_train_subset], output=out, batch_size=16, overwrite=True))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before     # no partial file, no temp file left
@@ -167,7 +169,7 @@ def test_two_torchrun_processes_write_the_same_files_as_one(tiny_model, korquad_
 
 
 def test_predictions_from_a_saved_checkpoint_equal_those_train_py_evaluation_wrote(tiny_model, korquad_train_subset,
-                                                                                   tmp_path):
+                                                                                   tmp_path, capsys):
     trained = tmp_path / "trained"
     settings = [*SMALL_WINDOWS, "--cache_dir", str(tmp_path / "cache")]
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "--model_name_or_path", str(tiny_model),
@@ -177,16 +179,21 @@ def test_predictions_from_a_saved_checkpoint_equal_those_train_py_evaluation_wro
                            "--per_gpu_eval_batch_size", "8", "--save_steps", "0", "--logging_steps", "0", *settings],
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+    # No window flags: predict.py takes the model's own (training_args.json), not the 512/128/64 defaults.
     cli.main(["--model", str(trained), "--input", str(korquad_train_subset), "--output", str(tmp_path / "out"),
-              "--batch_size", "8", *settings])
+              "--batch_size", "8", "--cache_dir", str(tmp_path / "cache"), "--doc_stride", "48"])
+    printed = capsys.readouterr().err
+    assert re.search(r"max_seq_length[\s│]+128[\s│]+training_args.json", printed)
+    assert re.search(r"doc_stride[\s│]+48[\s│]+flag", printed)
+    assert re.search(r"n_best_size[\s│]+20[\s│]+training_args.json", printed)
     name = korquad_train_subset.stem
     assert read_json(tmp_path / "out" / f"{name}.predictions.json") == read_json(trained / "predictions_3.json")
     assert read_json(tmp_path / "out" / f"{name}.nbest.json") == read_json(trained / "nbest_predictions_3.json")
 
 
 def test_debug_mode_prints_the_answer_its_score_and_the_nbest(tiny_model, capsys):
-    prediction = run(PredictConfig(model=tiny_model, question="바그너는 어디서 공부했나?", context=CONTEXT,
-                                   n_best_size=3))
+    prediction = run(from_flat(PredictConfig, dict(model=tiny_model, question="바그너는 어디서 공부했나?",
+                                                   context=CONTEXT, n_best_size=3))).answer
     printed = capsys.readouterr().out
     assert prediction.text and prediction.text in CONTEXT
     assert f"answer: {prediction.text}" in printed
@@ -209,7 +216,7 @@ def test_eval_prints_official_em_and_f1(tiny_model, tmp_path, capsys):
             for i, q in enumerate(questions)]
     labelled = write_jsonl(tmp_path / "labelled.jsonl", rows)
     capsys.readouterr()
-    results = run(PredictConfig(model=tiny_model, input=[labelled], output=tmp_path / "b", eval=True))
+    results = run(PredictConfig(model=tiny_model, input=[labelled], output=tmp_path / "b", eval=True)).files
     assert results[0].scores.exact_match == pytest.approx(50.0)
     assert "50.00" in capsys.readouterr().err
 
@@ -245,7 +252,7 @@ def test_int8_run_predicts_every_question(tiny_model, korquad_train_subset, tmp_
 def test_conflicting_or_missing_flags_say_what_to_change(flags, says, tmp_path):
     settings = dict(model=tmp_path, input=[tmp_path / "x.json"], output=tmp_path / "out") | flags
     with pytest.raises(MRCError, match=says.replace("-", r"\-")):
-        PredictConfig(**settings)
+        from_flat(PredictConfig, settings)
 
 
 def test_a_missing_model_folder_is_named_with_the_flag(tmp_path, mixed_items):
