@@ -22,7 +22,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 
 from mrc.errors import MRCError
-from mrc.io import atomic_dir, read_json_object
+from mrc.io import atomic_dir, finish_replace_files, read_json_object
 from mrc.model import ElectraForQA, ModelConfig
 
 # Our parameter name -> the HF names it is made of, in order (concatenated along dim 0 on load,
@@ -259,16 +259,17 @@ def stderr_line(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def load_model(folder: str | Path, *, dtype: torch.dtype | None = None,
+def load_model(folder: str | Path, *,
                report: Callable[[str], None] | None = stderr_line) -> tuple[ElectraForQA, ModelConfig]:
-    """Load an HF ELECTRA/BERT folder (or a cached hub id) as (ElectraForQA on CPU, its config).
+    """Load an HF ELECTRA/BERT folder (or a cached hub id) as (ElectraForQA on CPU, float32, its config).
 
     Weights missing from the checkpoint may only be the QA head, which then keeps the fresh
     normal(0, initializer_range) initialisation; `report` gets one line naming missing and
-    unexpected weights (pass None to stay silent, e.g. on non-main ranks). `dtype` casts the
-    loaded model (e.g. torch.bfloat16 for inference); None keeps float32.
+    unexpected weights (pass None to stay silent, e.g. on non-main ranks). A final model whose
+    replacement a crash interrupted (`mrc.io.replace_files`) is completed first.
     """
     path = resolve_model_folder(folder)
+    finish_replace_files(path)
     cfg = read_model_config(path)
     hf_state, source = read_hf_weights(path)
     state, missing, unexpected = hf_to_ours(hf_state, cfg, source)
@@ -278,8 +279,6 @@ def load_model(folder: str | Path, *, dtype: torch.dtype | None = None,
     if (missing or unexpected) and report is not None:
         report(f"{source}: loaded the encoder; missing, so freshly initialised: {list_names(missing) or 'none'}; "
                f"unexpected, so ignored: {list_names(unexpected) or 'none'}")
-    if dtype is not None:
-        model = model.to(dtype)
     return model, cfg
 
 
@@ -316,7 +315,7 @@ def save_model(model: ElectraForQA, cfg: ModelConfig, folder: str | Path, tokeni
                *, extra_writer: Callable[[Path], None] | None = None, overwrite: bool = True) -> None:
     """Write an HF-compatible folder: model.safetensors, config.json, tokenizer files.
 
-    All-or-nothing: files go to a temp folder that replaces `folder` in one rename.
+    All-or-nothing: files go to a temp folder that then takes the place of `folder` (`mrc.io.atomic_dir`).
     `extra_writer(tmp_folder)` may add files (training args, optimizer state) inside that same
     atomic write. `model` is the bare ElectraForQA, not a DDP or torch.compile wrapper.
     """

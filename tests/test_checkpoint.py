@@ -153,12 +153,6 @@ def test_sharded_checkpoints_load(tmp_path, fmt):
     torch.testing.assert_close(our_logits(ours, *inputs()), hf_logits(hf, *inputs()), atol=1e-5, rtol=0)
 
 
-def test_dtype_casts_the_loaded_model(tmp_path):
-    tiny_hf().save_pretrained(tmp_path / "hf")
-    ours, _ = load_model(tmp_path / "hf", dtype=torch.bfloat16, report=None)
-    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
-
-
 def test_hub_id_not_downloaded_says_how_to_get_the_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.chdir(tmp_path)
