@@ -14,7 +14,7 @@ random logits [N, 512] with a fixed seed, and decodes them with n-best 20 in thi
   and the whole n-best list as columns: every entry's text sliced, char offsets, start/end
   logits and probabilities. It reads the paragraph texts from the store inside the timer.
   A second timing adds turning every n-best list into dicts (what writing JSON needs), and a
-  third times the span search alone (`kernels.span_decode`), to show where the time goes.
+  third times the span search alone (`mrc.span_search`), to show where the time goes.
 
 Prints the best wall and CPU time (this process) of each, the ratios, and how often the best
 answers agree (they must agree whenever the best valid span lies inside the legacy grid;
@@ -176,7 +176,7 @@ def span_search(store, start, end, n_best_size: int, max_answer_length: int):
     """Only the tensor part of our decode: the n best spans of every example (windows in store order)."""
     import torch
 
-    from kernels.span_decode import top_spans_per_group
+    from mrc.span_search import top_spans_per_group
     from mrc.decode import window_spans
 
     windows = np.arange(len(store))

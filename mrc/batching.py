@@ -1,4 +1,4 @@
-"""Batches from the window store: padded tensors built on the fly, length-grouped sampling, DDP shards.
+"""Batches from the window store: padded tensors built on the fly, and length-grouped sampling.
 
 Nothing padded is ever stored: `collate` gathers each window's question and context ids from the
 memory-mapped arrays and pads only to the longest window of the batch (rounded up to a multiple
@@ -67,72 +67,34 @@ def collate(store: WindowStore, window_indices, *, with_labels: bool, pad_to_mul
 
 
 class LengthGroupedSampler:
-    """Seeded, deterministic batches of similar-length windows, split between DDP ranks.
+    """Seeded, deterministic batches of similar-length windows.
 
-    Per epoch: shuffle all windows with (seed, epoch); cut them into `batches_per_rank * world_size`
-    batches of near-equal size (at most `batch_size`); sort windows by length inside each
-    mega-batch of MEGA_BATCH_BATCHES batches; shuffle the batch order; rank r takes every
-    world_size-th batch from r. Every rank gets the same number of batches, the ranks' windows are
-    disjoint, and together they cover every window once (with drop_last: all but fewer than
-    batch_size * world_size windows, and every batch is full).
+    Per epoch: shuffle all windows with (seed, epoch); cut them into ceil(n / batch_size) batches
+    of near-equal size (at most `batch_size`); sort windows by length inside each mega-batch of
+    MEGA_BATCH_BATCHES batches; shuffle the batch order. Together the batches cover every window
+    once. (Training splits each of these *global* batches between ranks: `mrc.schedule`.)
     """
 
-    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
-        self.lengths = np.asarray(lengths)
-        n = len(self.lengths)
+    def __init__(self, lengths, batch_size: int, seed: int):
         if batch_size < 1:
             raise MRCError(f"batch size must be at least 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise MRCError(f"rank {rank} is outside world size {world_size}")
-        self.batch_size, self.seed, self.rank, self.world_size, self.drop_last = batch_size, seed, rank, world_size, drop_last
-        per_step = batch_size * world_size
-        if drop_last:
-            self.batches_per_rank = n // per_step
-            if self.batches_per_rank == 0:
-                raise MRCError(f"{n} windows cannot fill one batch of {batch_size} on each of {world_size} "
-                               f"processes; lower the batch size or turn drop_last off")
-        else:
-            self.batches_per_rank = -(-n // per_step)
-            if n < self.batches_per_rank * world_size:
-                raise MRCError(f"{n} windows cannot be split into {self.batches_per_rank * world_size} non-empty "
-                               f"batches (an equal count per process); use a batch size of at least 2, fewer "
-                               f"processes, or drop_last")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed = batch_size, seed
 
     def __len__(self) -> int:
-        return self.batches_per_rank
+        return -(-len(self.lengths) // self.batch_size)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        """This rank's batches of window indices for `epoch` (same on every call and every machine)."""
+        """The batches of window indices for `epoch` (same on every call and every machine)."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.lengths))
-        n_batches = self.batches_per_rank * self.world_size
-        if self.drop_last:
-            order = order[:n_batches * self.batch_size]
-        sizes = np.full(n_batches, len(order) // n_batches)
-        sizes[:len(order) % n_batches] += 1
+        n_batches = len(self)
+        sizes = np.full(n_batches, len(order) // max(n_batches, 1))
+        sizes[:len(order) % max(n_batches, 1)] += 1
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         for first in range(0, n_batches, MEGA_BATCH_BATCHES):
             lo, hi = bounds[first], bounds[min(first + MEGA_BATCH_BATCHES, n_batches)]
             chunk = order[lo:hi]
             order[lo:hi] = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
         batches = [order[bounds[b]:bounds[b + 1]] for b in range(n_batches)]
-        batch_order = rng.permutation(n_batches)
-        return [batches[b] for b in batch_order[self.rank::self.world_size]]
-
-
-def shard_for_eval(n: int, rank: int, world_size: int, *, example_index=None) -> np.ndarray:
-    """Contiguous, near-equal share of windows `[0, n)` for `rank`; the shards cover `range(n)` exactly once.
-
-    With `example_index` (the store's per-window example column), cuts move to the next example
-    boundary so no example's windows are split between ranks.
-    """
-    if not 0 <= rank < world_size:
-        raise MRCError(f"rank {rank} is outside world size {world_size}")
-    cuts = (np.arange(world_size + 1) * n) // world_size
-    if example_index is not None:
-        example_index = np.asarray(example_index)
-        starts = np.flatnonzero(np.diff(example_index, prepend=-1) != 0)  # first window of each example
-        boundaries = np.append(starts, n)
-        cuts = boundaries[np.searchsorted(boundaries, cuts, side="left")]
-    return np.arange(cuts[rank], cuts[rank + 1], dtype=np.int64)
+        return [batches[b] for b in rng.permutation(n_batches)]

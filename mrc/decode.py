@@ -1,6 +1,6 @@
 """From start/end logits of windows to one answer and an n-best list per example.
 
-The span search itself is `kernels.span_decode` (exact, tensor code on the logits' device): it
+The span search itself is `mrc.span_search` (exact, tensor code on the logits' device): it
 returns the n best spans of each example over all its windows. Here we add the "no answer" option
 when asked, compute n-best probabilities, and turn token positions into character offsets and
 text. Every n-best text is sliced during `decode`; the n-best lists are kept as columns
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kernels.span_decode import NEG_INF, WindowSpans, top_spans_per_group
+from mrc.span_search import NEG_INF, WindowSpans, top_spans_per_group
 from mrc.config import field
 from mrc.errors import MRCError
 

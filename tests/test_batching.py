@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrc.batching import LengthGroupedSampler, collate, shard_for_eval
+from mrc.batching import LengthGroupedSampler, collate
 from mrc.errors import MRCError
 from mrc.features import WindowConfig, build_store
 
@@ -62,28 +62,14 @@ def test_collate_label_positions_point_at_the_answer_tokens(store, korquad_train
         assert examples[store.windows.example_index[w]].answers[0].text.strip() in span
 
 
-def _plan(lengths, batch_size, seed, world_size, epoch, drop_last=False):
-    return [LengthGroupedSampler(lengths, batch_size, seed, rank=r, world_size=world_size, drop_last=drop_last)
-            .batches(epoch) for r in range(world_size)]
-
-
-@pytest.mark.parametrize("n, batch_size, world_size", [(1001, 16, 1), (1001, 16, 3), (37, 4, 4), (5, 2, 4), (4096, 32, 8)])
-def test_sampler_ranks_get_equal_counts_of_disjoint_batches_covering_everything(n, batch_size, world_size):
+@pytest.mark.parametrize("n, batch_size", [(1001, 16), (37, 4), (5, 2), (4096, 32), (16, 16)])
+def test_sampler_batches_cover_every_window_once(n, batch_size):
     lengths = np.random.default_rng(1).integers(20, 512, size=n)
-    plan = _plan(lengths, batch_size, seed=42, world_size=world_size, epoch=3)
-    assert len({len(batches) for batches in plan}) == 1
-    assert len(plan[0]) == LengthGroupedSampler(lengths, batch_size, 42, world_size=world_size).__len__()
-    every = np.concatenate([b for batches in plan for b in batches])
+    batches = LengthGroupedSampler(lengths, batch_size, seed=42).batches(3)
+    assert len(batches) == len(LengthGroupedSampler(lengths, batch_size, 42)) == -(-n // batch_size)
+    every = np.concatenate(batches)
     assert np.array_equal(np.sort(every), np.arange(n))
-    assert all(0 < len(b) <= batch_size for batches in plan for b in batches)
-
-
-def test_sampler_drop_last_gives_only_full_batches():
-    lengths = np.arange(1001)
-    plan = _plan(lengths, 16, seed=0, world_size=3, epoch=0, drop_last=True)
-    assert {len(b) for batches in plan for b in batches} == {16}
-    every = np.concatenate([b for batches in plan for b in batches])
-    assert len(np.unique(every)) == len(every) == (1001 // 48) * 48
+    assert all(0 < len(b) <= batch_size for b in batches)
 
 
 def test_sampler_is_deterministic_per_seed_and_epoch():
@@ -108,28 +94,6 @@ def test_sampler_groups_similar_lengths_and_saves_padding():
     assert firsts != sorted(firsts, reverse=True)
 
 
-def test_sampler_refuses_splits_it_cannot_make():
-    with pytest.raises(MRCError, match="cannot fill one batch"):
-        LengthGroupedSampler(np.ones(10), 4, seed=0, world_size=4, drop_last=True)
-    with pytest.raises(MRCError, match="non-empty"):
-        LengthGroupedSampler(np.ones(3), 4, seed=0, world_size=4)
-    with pytest.raises(MRCError, match="outside world size"):
-        LengthGroupedSampler(np.ones(3), 4, seed=0, rank=2, world_size=2)
-
-
-@pytest.mark.parametrize("n, world_size", [(0, 1), (1, 3), (10, 3), (6559, 8), (7, 7)])
-def test_eval_shards_cover_every_window_exactly_once(n, world_size):
-    shards = [shard_for_eval(n, r, world_size) for r in range(world_size)]
-    assert np.array_equal(np.concatenate(shards), np.arange(n))
-    assert max(map(len, shards)) - min(map(len, shards)) <= 1
-
-
-def test_eval_shards_can_keep_examples_whole(store):
-    example_index = store.windows.example_index
-    shards = [shard_for_eval(len(store), r, 3, example_index=example_index) for r in range(3)]
-    assert np.array_equal(np.concatenate(shards), np.arange(len(store)))
-    owner = {}
-    for r, shard in enumerate(shards):
-        for e in np.unique(example_index[shard]):
-            assert owner.setdefault(int(e), r) == r, f"example {e} is split between ranks"
-    assert all(len(s) > 0 for s in shards)
+def test_sampler_refuses_an_empty_batch_size():
+    with pytest.raises(MRCError, match="at least 1"):
+        LengthGroupedSampler(np.ones(3), 0, seed=0)

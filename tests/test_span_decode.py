@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.span_decode import (CHUNK_ELEMENTS, WindowSpans, sliding_max, top_k_stable, top_spans_per_group,
-                                 top_spans_per_window)
+from mrc.span_search import CHUNK_ELEMENTS, WindowSpans, sliding_max, top_k_stable, top_spans_per_group
+
+
+def top_spans_per_window(start_logits, end_logits, windows: WindowSpans, max_answer_length: int, k: int):
+    """Each window as a group of its own: the k best spans of every window."""
+    sizes = torch.ones(start_logits.shape[0], dtype=torch.long, device=start_logits.device)
+    return top_spans_per_group(start_logits, end_logits, windows, sizes, max_answer_length, k)
 
 
 def random_geometry(rng: np.random.Generator, n: int, width: int) -> WindowSpans:

@@ -130,13 +130,6 @@ def _sliding_max_padded(padded: Tensor, width: int) -> Tensor:
                          out=scratch[which][:, :length])
 
 
-def top_spans_per_window(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans,
-                         max_answer_length: int, k: int) -> SpanCandidates:
-    """The k best valid spans of every window (`[N, k]`; exact, see the module doc)."""
-    sizes = torch.ones(start_logits.shape[0], dtype=torch.long, device=start_logits.device)
-    return top_spans_per_group(start_logits, end_logits, windows, sizes, max_answer_length, k)
-
-
 def top_spans_per_group(start_logits: Tensor, end_logits: Tensor, windows: WindowSpans, group_sizes: Tensor,
                         max_answer_length: int, k: int) -> SpanCandidates:
     """The k best valid spans of every group of consecutive windows (`[G, k]`; exact).
