@@ -146,7 +146,8 @@ def example_contexts(store, windows: np.ndarray) -> dict[int, str]:
 def build_dev_store(cache_dir: Path):
     """The real dev window store (seed settings), from ../shared."""
     from mrc.data import read_examples
-    from mrc.features import WindowConfig, build_store
+    from mrc.features import build_store
+    from mrc.store import WindowConfig
 
     shared = Path(os.environ.get("MRC_SHARED", REPO.parent / "shared"))
     dev = shared / "data/korquad/KorQuAD_v1.0_dev.json"

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from mrc.data import read_examples
-from mrc.features import WindowConfig, build_store, inspect_counts
+from mrc.features import build_store
+from mrc.inspect_windows import inspect_counts
+from mrc.store import WindowConfig
 
 SHARED = Path(os.environ.get("MRC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 CHUNK = 1000  # run_qa.py's datasets.map batch size

@@ -52,7 +52,8 @@ def shared_dir() -> Path:
 def dev_store(cache_dir: Path | None):
     """Labelled windows of the real KorQuAD dev set with the seed's window settings."""
     from mrc.data import read_examples
-    from mrc.features import WindowConfig, build_store
+    from mrc.features import build_store
+    from mrc.store import WindowConfig
 
     dev = shared_dir() / "data/korquad/KorQuAD_v1.0_dev.json"
     vocab = shared_dir() / "models/koelectra-base-v3-discriminator"

@@ -26,7 +26,7 @@ from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import FORMATS, read_examples
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
-from mrc.features import WindowConfig
+from mrc.store import WindowConfig
 from mrc.io import atomic_write_text, read_json_object
 from mrc.metrics import EvalResult, ExampleScore, evaluate, load_predictions
 from mrc.tokenizer import load_tokenizer

@@ -7,15 +7,11 @@ of 8 for tensor cores).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from mrc.errors import MRCError
-
-if TYPE_CHECKING:
-    from mrc.features import WindowStore
+from mrc.store import WindowStore
 
 # Batches per mega-batch: windows are sorted by length inside a mega-batch, so batches hold
 # similar lengths while the order stays random at the scale of an epoch.

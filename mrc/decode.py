@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrc.span_search import NEG_INF, WindowSpans, top_spans_per_group
 from mrc.config import field
 from mrc.errors import MRCError
+from mrc.span_search import NEG_INF, WindowSpans, top_spans_per_group
+from mrc.store import DecodableWindows
 
 NBEST_KEYS = ("text", "probability", "start_logit", "end_logit", "char_start", "char_end")
 
@@ -138,7 +139,7 @@ class NullEntry:
     end_logit: np.ndarray
 
 
-def window_spans(store, windows: np.ndarray, device: torch.device) -> WindowSpans:
+def window_spans(store: DecodableWindows, windows: np.ndarray, device: torch.device) -> WindowSpans:
     """Sequence-position bounds of the context and the max-context interval of `windows`."""
     table = store.windows
 
@@ -203,7 +204,7 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
 
 
-def decode(start_logits, end_logits, store, window_indices, n_best_size: int, max_answer_length: int,
+def decode(start_logits, end_logits, store: DecodableWindows, window_indices, n_best_size: int, max_answer_length: int,
            null_score_diff_threshold: float | None = None) -> list[Prediction]:
     """One Prediction per example that has windows among `window_indices`, in store order.
 

@@ -21,7 +21,8 @@ from mrc.checkpoint import load_model
 from mrc.data import Example, read_examples
 from mrc.decode import DecodeConfig, Prediction
 from mrc.errors import MRCError
-from mrc.features import WindowConfig, build_store
+from mrc.features import build_store
+from mrc.store import WindowConfig
 from mrc.inference import iter_predictions
 from mrc.io import atomic_write_text
 from mrc.metrics import evaluate

@@ -1,203 +1,44 @@
-"""Windows ("features") and the memory-mapped window store.
+"""Building windows ("features"): the pure builder and the on-disk cache of built stores.
 
-Each paragraph is tokenized once, with char offsets. Window `w` of an example is
-`[CLS] q_0..q_{Q-1} [SEP] c_0..c_{L-1} [SEP]`: the question truncated to `max_query_length`
-tokens, then `L <= max_seq_length - Q - 3` paragraph tokens starting at `token_start[w]`.
-Windows start every `doc_stride` tokens (BERT / legacy `run_squad.py` meaning: a step, not an
-overlap) until one reaches the end of the paragraph.
+Each paragraph is tokenized once, with char offsets; the window layout is `mrc.store`'s. Windows
+start every `doc_stride` tokens (BERT / legacy `run_squad.py` meaning: a step, not an overlap)
+until one reaches the end of the paragraph. `build_arrays` is one pure path for train and eval
+(`labels=True/False`). Stores are cached under a hash of (input, tokenizer files, window
+settings, WINDOW_SEMANTICS_VERSION), built in a temp folder and renamed into place, so a crashed
+build is never used.
 
-The store keeps only unpadded token ids (uint16 when the vocab fits), their char offsets, the
-question ids and a small window table; `mrc.batching.collate` assembles padded batches from it.
-Stores are cached on disk under a hash of (input, tokenizer files, window settings, code), built
-in a temp folder and renamed into place, so a crashed build is never used.
-
-CLI: `python -m mrc.features DATA... --model FOLDER [--max_seq_length ...] [--dump FILE.jsonl]`.
+`python -m mrc.features DATA... --model FOLDER [--dump FILE.jsonl]` prints what the windows hold
+(`mrc.inspect_windows`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
 import hashlib
 import itertools
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-import mrc
-from mrc.config import add_dataclass_args, field, from_args
-from mrc.data import FORMATS, Example, ReadStats, read_examples
-from mrc.errors import MRCError, cli_entry
-from mrc.tokenizer import BatchEncoder, SpecialTokens, tokenizer_fingerprint
+from mrc.data import Example, read_examples
+from mrc.errors import MRCError
+from mrc.store import SPECIAL_PER_WINDOW, STORE_FORMAT, WINDOW_FIELDS, WindowConfig, WindowStore
+from mrc.tokenizer import BatchEncoder, tokenizer_fingerprint
 
-# Bump when the store layout or the meaning of a stored value changes (old caches stop matching).
-STORE_FORMAT = 1
 CACHE_ENV = "MRC_CACHE"
 DEFAULT_CACHE_DIR = Path(".cache") / "mrc"
-WINDOW_FIELDS = ("example_index", "paragraph_index", "token_start", "context_length", "query_length",
-                 "max_context_start", "max_context_end", "start_position", "end_position")
-SPECIAL_PER_WINDOW = 3  # [CLS], [SEP] after the question, [SEP] after the context
 TOKENIZE_CHUNK = 1024  # paragraphs per tokenizer call (bounds the memory of its Encoding objects)
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    max_seq_length: int = field(512, help="tokens per window including [CLS] and two [SEP] (seed: 512)")
-    doc_stride: int = field(128, help="paragraph tokens between the starts of consecutive windows (a step, as in run_squad.py)")
-    max_query_length: int = field(64, help="question tokens kept; longer questions are cut at the end")
-
-    def __post_init__(self):
-        if self.max_query_length < 1:
-            raise MRCError(f"--max_query_length must be at least 1, got {self.max_query_length}")
-        room = self.max_seq_length - self.max_query_length - SPECIAL_PER_WINDOW
-        if room < 1:
-            raise MRCError(f"--max_seq_length {self.max_seq_length} leaves no room for context after a "
-                           f"{self.max_query_length}-token question and 3 special tokens; raise --max_seq_length "
-                           f"or lower --max_query_length")
-        if not 1 <= self.doc_stride <= room:
-            raise MRCError(f"--doc_stride must be between 1 and {room} (max_seq_length - max_query_length - 3) "
-                           f"so that windows leave no paragraph token out, got {self.doc_stride}")
-
-
-@dataclass
-class WindowTable:
-    """One row per window; the windows of an example are consecutive and in paragraph order."""
-
-    example_index: np.ndarray  # int32 [N] index into store.example_ids
-    paragraph_index: np.ndarray  # int32 [N]
-    token_start: np.ndarray  # int32 [N] paragraph token index of context token 0
-    context_length: np.ndarray  # int32 [N] L
-    query_length: np.ndarray  # int32 [N] Q
-    max_context_start: np.ndarray  # int32 [N] context-relative [lo, hi): tokens whose max-context window is this one
-    max_context_end: np.ndarray  # int32 [N]
-    start_position: np.ndarray  # int32 [N] sequence position; 0 (CLS) when the answer is not wholly inside; -1 unlabelled
-    end_position: np.ndarray  # int32 [N]
-
-    def __len__(self) -> int:
-        return len(self.example_index)
-
-
-class ParagraphTexts:
-    """All paragraph texts of a store as one str, decoded once from the stored UTF-8.
-
-    `joined[base[i] : base[i + 1]]` is paragraph i, so char offset c of paragraph i is
-    `joined[base[i] + c]`: a decoder slices every answer text from one string, with no
-    per-paragraph decoding or lookups.
-    """
-
-    def __init__(self, text_bytes: np.ndarray, byte_base: np.ndarray):
-        text_bytes = np.asarray(text_bytes, dtype=np.uint8)
-        self.joined = text_bytes.tobytes().decode("utf-8")
-        # A char begins at every byte that is not a UTF-8 continuation byte (0b10xxxxxx).
-        chars_before = np.concatenate([[0], np.cumsum((text_bytes & 0xC0) != 0x80, dtype=np.int64)])
-        self.base = chars_before[np.asarray(byte_base, dtype=np.int64)]   # int64 [P+1]
-
-    def __getitem__(self, i: int) -> str:
-        return self.joined[self.base[i]:self.base[i + 1]]
-
-
-class WindowStore:
-    """Windows plus what collating and decoding need, as numpy arrays (memory-mapped when cached)."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path | None = None):
-        self.folder = folder
-        self.meta = meta
-        self.windows = WindowTable(**{name: arrays[name] for name in WINDOW_FIELDS})
-        self.config = WindowConfig(**meta["config"])
-        self.has_labels: bool = meta["has_labels"]
-        self.example_ids: list[str] = meta["example_ids"]
-        self.specials = SpecialTokens(**meta["specials"])
-        self.read_stats = ReadStats.from_dict(meta["read_stats"]) if meta.get("read_stats") else None
-        self.example_paragraph = arrays["example_paragraph"]  # int32 [E]
-        self.paragraph_token_base = arrays["paragraph_token_base"]  # int64 [P+1] CSR into context_ids
-        self.context_ids = arrays["context_ids"]  # uint16 | int32 [total]
-        self.context_offsets = arrays["context_offsets"]  # int32 [total, 2] char start, end in the paragraph
-        self.question_token_base = arrays["question_token_base"]  # int64 [E+1] CSR into question_ids
-        self.question_ids = arrays["question_ids"]  # uint16 | int32, already truncated
-        self._text_bytes = arrays["paragraph_text_bytes"]  # uint8 [bytes] UTF-8 of all paragraphs
-        self._text_base = arrays["paragraph_text_base"]  # int64 [P+1]
-        self._arrays = arrays
-        self._lengths = (self.windows.query_length + self.windows.context_length + SPECIAL_PER_WINDOW).astype(np.int32)
-
-    @classmethod
-    def open(cls, folder: str | Path) -> WindowStore:
-        """Memory-map a store folder written by `build_store`."""
-        folder = Path(folder)
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            raise MRCError(f"{folder}: not a window store (no meta.json); rebuild it with build_store or "
-                           f"python -m mrc.features")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("store_format") != STORE_FORMAT:
-            raise MRCError(f"{folder}: store format {meta.get('store_format')} is not {STORE_FORMAT}; "
-                           f"delete the folder and build again")
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
-        return cls(arrays, meta, folder)
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.example_ids)
-
-    @property
-    def num_paragraphs(self) -> int:
-        return len(self._text_base) - 1
-
-    @property
-    def pad_id(self) -> int:
-        return self.specials.pad_id
-
-    def sequence_lengths(self) -> np.ndarray:
-        """int32 [N]: Q + L + 3 per window."""
-        return self._lengths
-
-    def nbytes(self) -> int:
-        """Bytes of every stored array (the on-disk size of the store, less small metadata)."""
-        return int(sum(a.nbytes for a in self._arrays.values()))
-
-    def paragraph_texts(self, i: int) -> str:
-        """The text of paragraph `i` (char offsets in `context_offsets` index into it)."""
-        return self.all_paragraph_texts[i]
-
-    @functools.cached_property
-    def all_paragraph_texts(self) -> ParagraphTexts:
-        """Every paragraph text in one string, decoded on first use (what the decoder slices)."""
-        return ParagraphTexts(self._text_bytes, self._text_base)
-
-    def window_char_spans(self, w, start_pos, end_pos) -> tuple[np.ndarray, np.ndarray]:
-        """Sequence positions of windows `w` -> `[char_start, char_end)` in their paragraph text.
-
-        Vectorised over equal-shaped arrays. A start or end outside the window's context gives -1.
-        """
-        w = np.asarray(w, dtype=np.int64)
-        start_pos = np.asarray(start_pos, dtype=np.int64)
-        end_pos = np.asarray(end_pos, dtype=np.int64)
-        t = self.windows
-        first = t.query_length[w].astype(np.int64) + 2  # sequence position of context token 0
-        length = t.context_length[w].astype(np.int64)
-        base = self.paragraph_token_base[t.paragraph_index[w]] + t.token_start[w]
-        ok_start = (start_pos >= first) & (start_pos < first + length)
-        ok_end = (end_pos >= first) & (end_pos < first + length)
-        start_tok = np.where(ok_start, base + start_pos - first, 0)
-        end_tok = np.where(ok_end, base + end_pos - first, 0)
-        char_start = np.where(ok_start, self.context_offsets[start_tok, 0], -1)
-        char_end = np.where(ok_end, self.context_offsets[end_tok, 1], -1)
-        return char_start, char_end
-
-    def example_window_ranges(self) -> np.ndarray:
-        """int64 [E+1]: windows of example e are `[r[e], r[e+1])`."""
-        counts = np.bincount(self.windows.example_index, minlength=self.num_examples)
-        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+# The meaning of the windows built from a given input with a given tokenizer and WindowConfig.
+# Bump it whenever `build_arrays` would return something else for the same input (a reader, the
+# tokenizer wrapper or the window rules changed); the cache key holds it, so old stores stop
+# matching. tests/test_features.py fails when the output changes and this number does not.
+WINDOW_SEMANTICS_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,21 +86,11 @@ def _is_examples(data: Any) -> bool:
     return isinstance(data, (list, tuple)) and bool(data) and isinstance(data[0], Example)
 
 
-def _code_version() -> str:
-    """Hash of the modules that decide what a store holds: editing them invalidates old caches."""
-    from mrc import data, tokenizer
-
-    h = hashlib.sha256(f"{STORE_FORMAT}:{mrc.__version__}".encode())
-    for module_file in (data.__file__, tokenizer.__file__, __file__):
-        h.update(Path(module_file).read_bytes())
-    return h.hexdigest()
-
-
 def _cache_key(paths: list | None, examples: list[Example] | None, model_folder: str | Path, config: WindowConfig,
                labels: bool, data_format: str) -> str:
     h = hashlib.sha256()
     settings = {"config": dataclasses.asdict(config), "labels": labels, "format": data_format,
-                "code": _code_version(), "tokenizer": tokenizer_fingerprint(model_folder)}
+                "semantics": WINDOW_SEMANTICS_VERSION, "store_format": STORE_FORMAT, "tokenizer": tokenizer_fingerprint(model_folder)}
     h.update(json.dumps(settings, sort_keys=True).encode())
     if paths is not None:
         for p in paths:
@@ -506,100 +337,7 @@ def _window_labels(table: dict[str, np.ndarray], answer_tokens: np.ndarray) -> t
     return (np.where(inside, tok[:, 0] - start + first, 0), np.where(inside, tok[:, 1] - start + first, 0))
 
 
-# ---------------------------------------------------------------------------------------------
-# Inspection CLI
+if __name__ == "__main__":  # `python -m mrc.features`: the inspection CLI, in its own module (it imports this one)
+    from mrc.inspect_windows import main
 
-
-@dataclass
-class InspectConfig:
-    model: str = field(help="model folder with vocab.txt + tokenizer_config.json (or tokenizer.json)")
-    dump: str | None = field(None, help="write one JSON line per window to this file")
-    cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or ./.cache/mrc)")
-    no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
-    data_format: str = field("auto", help="input format; auto detects it per file", choices=FORMATS)
-
-    def __post_init__(self):
-        if not Path(self.model).is_dir():
-            raise MRCError(f"--model {self.model}: folder not found; pass the model folder holding vocab.txt")
-
-
-def inspect_counts(store: WindowStore) -> dict[str, int]:
-    """Questions, windows, windows without the answer, tokens and padding saved versus max_seq_length."""
-    lengths = store.sequence_lengths().astype(np.int64)
-    padded = len(store) * store.config.max_seq_length
-    counts = {"questions": store.num_examples, "paragraphs": store.num_paragraphs, "windows": len(store),
-              "tokens": int(lengths.sum()), "padding_to_max_seq_length": int(padded - lengths.sum())}
-    if store.has_labels:
-        counts["windows_without_answer"] = int((np.asarray(store.windows.start_position) == 0).sum())
-    counts["store_bytes"] = store.nbytes()
-    counts["padded_int64_bytes"] = padded * 8 * 3  # input_ids, token_type_ids, attention_mask
-    return counts
-
-
-def dump_windows(store: WindowStore, path: Path, chunk: int = 512) -> None:
-    """One JSON object per window, in window order; labels only when the store has them."""
-    from mrc.batching import collate
-    from mrc.io import atomic_path
-
-    lengths = store.sequence_lengths()
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for lo in range(0, len(store), chunk):
-            idx = np.arange(lo, min(lo + chunk, len(store)))
-            batch = collate(store, idx, with_labels=store.has_labels)
-            ids, types = batch["input_ids"].numpy(), batch["token_type_ids"].numpy()
-            for row, w in enumerate(idx):
-                n = int(lengths[w])
-                rec = {"window_index": int(w), "example_id": store.example_ids[store.windows.example_index[w]],
-                       "input_ids": ids[row, :n].tolist(), "token_type_ids": types[row, :n].tolist()}
-                if store.has_labels:
-                    rec["start_position"] = int(store.windows.start_position[w])
-                    rec["end_position"] = int(store.windows.end_position[w])
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def _print_counts(store: WindowStore, counts: dict[str, int]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if store.read_stats:
-        console.print(store.read_stats.summary())
-    table = Table(title="windows", title_justify="left")
-    table.add_column("", style="cyan")
-    table.add_column("count", justify="right")
-    table.add_column("")
-    padded = counts["tokens"] + counts["padding_to_max_seq_length"]
-    notes = {
-        "padding_to_max_seq_length": f"saved: {counts['padding_to_max_seq_length'] / max(padded, 1):.1%} of "
-                                     f"{padded:,} positions padded to --max_seq_length",
-        "windows_without_answer": f"{counts.get('windows_without_answer', 0) / max(counts['windows'], 1):.1%} of windows",
-        "store_bytes": f"1/{counts['padded_int64_bytes'] / max(counts['store_bytes'], 1):.0f} of the padded int64 tensors",
-    }
-    for name, value in counts.items():
-        table.add_row(name.replace("_", " "), f"{value:,}", notes.get(name, ""))
-    console.print(table)
-    console.print(f"store: {store.folder or 'in memory (--no_cache)'}")
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mrc.features", description=
-                                     "Build (or reuse) the window store of data files and print what it holds.")
-    parser.add_argument("data", nargs="+", help="KorQuAD/SQuAD/KLUE JSON or JSON Lines files")
-    add_dataclass_args(parser, InspectConfig)
-    add_dataclass_args(parser.add_argument_group("windows"), WindowConfig)
-    args = parser.parse_args(argv)
-    cfg, wcfg = from_args(InspectConfig, args), from_args(WindowConfig, args)
-    examples, stats = read_examples(args.data, data_format=cfg.data_format)
-    # Built from the Examples (not the paths) so the cache key is the one train.py and predict.py use.
-    store = build_store(examples, cfg.model, wcfg, labels=any(ex.is_labelled for ex in examples),
-                        cache_dir=cfg.cache_dir, use_cache=not cfg.no_cache)
-    store.read_stats = stats
-    _print_counts(store, inspect_counts(store))
-    if cfg.dump:
-        dump_windows(store, Path(cfg.dump))
-        print(f"wrote {len(store):,} windows to {cfg.dump}")
-
-
-if __name__ == "__main__":
     main()

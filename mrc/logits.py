@@ -27,7 +27,7 @@ import numpy as np
 from mrc.config import field, parse_config, print_config, section
 from mrc.decode import DecodeConfig, decode
 from mrc.errors import MRCError, cli_entry
-from mrc.features import ParagraphTexts
+from mrc.store import ParagraphTexts
 from mrc.io import atomic_path
 from mrc.prediction_files import PredictionFiles, write_predictions
 
@@ -59,9 +59,7 @@ class WindowGeometry:
 class WindowLogits:
     """A loaded logits file. Row r is window r of the file (= store window `window_index[r]`).
 
-    Duck-types the parts of `mrc.features.WindowStore` that `mrc.decode.decode` reads
-    (`windows`, `example_ids`, `example_paragraph`, `paragraph_texts`, `all_paragraph_texts`,
-    `window_char_spans`).
+    A `mrc.store.DecodableWindows`, like the store itself: `mrc.decode.decode` decodes it directly.
     """
 
     start: np.ndarray              # float [S] all windows' start logits, concatenated
@@ -81,11 +79,6 @@ class WindowLogits:
 
     def sequence_lengths(self) -> np.ndarray:
         return np.diff(self.offsets).astype(np.int32)
-
-    def window(self, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """(start, end) logits of window r, one value per sequence position."""
-        lo, hi = int(self.offsets[r]), int(self.offsets[r + 1])
-        return self.start[lo:hi], self.end[lo:hi]
 
     def padded(self, fill: float = float("-inf")) -> tuple[np.ndarray, np.ndarray]:
         """float32 [N, T] start and end logits, T the longest window, `fill` past each window's end."""

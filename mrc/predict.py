@@ -34,7 +34,7 @@ from mrc.data import Example, ReadStats, read_examples
 from mrc.decode import DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
-from mrc.features import WindowConfig
+from mrc.store import WindowConfig
 from mrc.io import atomic_path, read_json_object
 from mrc.metrics import EvalResult, evaluate
 from mrc.precision import PrecisionConfig

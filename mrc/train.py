@@ -28,7 +28,7 @@ from mrc.config import field, print_config, section, to_dict
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
-from mrc.features import WindowConfig
+from mrc.store import WindowConfig
 from mrc.loss import qa_loss
 from mrc.optim import build_optimizer, linear_warmup_decay
 from mrc.precision import PrecisionConfig

@@ -12,7 +12,7 @@ from mrc import dist
 from mrc.data import Example, read_examples
 from mrc.errors import MRCError
 from mrc.evaluation import build_store_on_ranks
-from mrc.features import WindowConfig
+from mrc.store import WindowConfig
 from mrc.reporting import Reporter
 from mrc.schedule import TrainData
 

@@ -7,7 +7,8 @@ import pytest
 
 from mrc.batching import LengthGroupedSampler, collate
 from mrc.errors import MRCError
-from mrc.features import WindowConfig, build_store
+from mrc.features import build_store
+from mrc.store import WindowConfig
 
 
 @pytest.fixture(scope="module")

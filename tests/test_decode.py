@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mrc.decode import Prediction, decode
-from mrc.features import ParagraphTexts
+from mrc.store import ParagraphTexts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -282,7 +282,8 @@ def test_repeated_window_is_refused(store):
 
 @pytest.fixture(scope="module")
 def dev_store(korquad_dev, koelectra_folder):
-    from mrc.features import WindowConfig, build_store
+    from mrc.features import build_store
+    from mrc.store import WindowConfig
 
     return build_store(korquad_dev, koelectra_folder, WindowConfig(512, 128, 64), labels=True, use_cache=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -13,10 +14,14 @@ import numpy as np
 import pytest
 
 import mrc.features as features
+import mrc.inspect_windows as inspect_windows
 from mrc.batching import collate
 from mrc.data import Answer, Example, read_examples
 from mrc.errors import MRCError
-from mrc.features import WindowConfig, WindowStore, build_store, inspect_counts
+from mrc.features import build_store
+from mrc.inspect_windows import inspect_counts
+from mrc.store import WindowConfig, WindowStore
+from mrc.tokenizer import BatchEncoder
 
 transformers = pytest.importorskip("transformers")
 REPO = Path(__file__).resolve().parent.parent
@@ -349,7 +354,7 @@ def test_window_config_rejects_settings_that_skip_tokens():
 
 def test_cli_prints_counts_and_dumps_windows_in_order(korquad_train_subset, koelectra_folder, hf, tmp_path, capsys):
     dump = tmp_path / "windows.jsonl"
-    features.main([str(korquad_train_subset), "--model", str(koelectra_folder), "--cache_dir", str(tmp_path),
+    inspect_windows.main([str(korquad_train_subset), "--model", str(koelectra_folder), "--cache_dir", str(tmp_path),
                    "--max_seq_length", "128", "--doc_stride", "32", "--dump", str(dump)])
     out = capsys.readouterr().out
     examples, _ = read_examples(korquad_train_subset)
@@ -368,7 +373,7 @@ def test_cli_dump_of_unlabelled_jsonl_has_no_labels(koelectra_folder, tmp_path, 
     data.write_text(json.dumps({"id": "q1", "question": "수도는?", "context": "서울은 수도이다."}, ensure_ascii=False) + "\n",
                     encoding="utf-8")
     dump = tmp_path / "w.jsonl"
-    features.main([str(data), "--model", str(koelectra_folder), "--no_cache", "--dump", str(dump)])
+    inspect_windows.main([str(data), "--model", str(koelectra_folder), "--no_cache", "--dump", str(dump)])
     row = json.loads(dump.read_text(encoding="utf-8"))
     assert row["example_id"] == "q1" and "start_position" not in row
     assert "1 unlabelled" in capsys.readouterr().out
@@ -404,3 +409,39 @@ def test_all_paragraph_texts_are_the_contexts(dev_store, dev_examples):
     for ex, p in zip(dev_examples, dev_store.example_paragraph):
         assert texts[int(p)] == ex.context == dev_store.paragraph_texts(int(p))
     assert len(texts.joined) == texts.base[-1]
+
+
+# The sha256 of everything `build_arrays` returns for FINGERPRINT_INPUT below, recorded with the
+# WINDOW_SEMANTICS_VERSION it belongs to.
+RECORDED_SEMANTICS = (1, "1e3f4e63341ad668ba590331061d553f5b43c90b946980c5853ef1ad93f75f27")
+
+
+def fingerprint_examples(korquad_dev) -> list[Example]:
+    """The first 40 dev questions plus texts where tokenization is awkward."""
+    examples = read_examples([korquad_dev])[0][:40]
+    awkward = ["세종은 1443년 훈민정음을 만들었다[SEP] 그리고…", "emoji 😀 와 한자 漢字 그리고\u3000공백",
+               "제어\x1c문자와\u2028줄 바꿈", "아주긴단어" * 30, ""]
+    examples += [Example(id=f"awkward-{i}", question="무엇을 만들었나?", context=text,
+                         answers=(Answer(text[:2], 0),) if text else ()) for i, text in enumerate(awkward)]
+    return examples
+
+
+def arrays_fingerprint(arrays: dict, meta: dict) -> str:
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True, ensure_ascii=False).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def test_window_semantics_change_only_with_a_version_bump(korquad_dev, koelectra_folder):
+    """The cache key holds WINDOW_SEMANTICS_VERSION instead of hashing source files: a change to what
+    the builder returns must come with a bump, or users' caches would serve stale windows."""
+    arrays, meta = features.build_arrays(fingerprint_examples(korquad_dev), BatchEncoder.for_folder(koelectra_folder),
+                                         WindowConfig(max_seq_length=128, doc_stride=48, max_query_length=32),
+                                         labels=True)
+    got = (features.WINDOW_SEMANTICS_VERSION, arrays_fingerprint(arrays, meta))
+    assert got == RECORDED_SEMANTICS, (
+        f"the window semantics changed (now {got}): bump WINDOW_SEMANTICS_VERSION in mrc/features.py and record "
+        "the new (version, hash) in RECORDED_SEMANTICS")

@@ -13,7 +13,8 @@ from mrc.batching import collate
 from mrc.checkpoint import load_model
 from mrc.data import read_examples
 from mrc.decode import DecodeConfig, decode
-from mrc.features import WindowConfig, build_store
+from mrc.features import build_store
+from mrc.store import WindowConfig
 from mrc.inference import batches_logits, example_chunks, iter_predictions, length_sorted_batches
 from mrc.logits import load_window_logits
 

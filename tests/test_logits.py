@@ -15,7 +15,8 @@ from mrc.logits import WindowLogitsWriter, average_window_logits, load_window_lo
 def store(korquad_dev: Path, koelectra_folder: Path):
     """Real dev windows, short enough that many questions span several windows."""
     from mrc.data import read_examples
-    from mrc.features import WindowConfig, build_store
+    from mrc.features import build_store
+    from mrc.store import WindowConfig
 
     examples, _ = read_examples(korquad_dev)
     config = WindowConfig(max_seq_length=96, doc_stride=48, max_query_length=24)
@@ -49,8 +50,6 @@ def test_written_logits_come_back_per_window_and_padded(tmp_path, store):
     loaded = load_window_logits(tmp_path / "dev.logits.npz")
     lengths = store.sequence_lengths()
     assert len(loaded) == len(store) and np.array_equal(loaded.sequence_lengths(), lengths)
-    s, e = loaded.window(5)
-    assert np.array_equal(s, start[5, :lengths[5]]) and np.array_equal(e, end[5, :lengths[5]])
     padded_start, padded_end = loaded.padded()
     assert np.array_equal(padded_start, start[:, :lengths.max()]) and np.array_equal(padded_end, end[:, :lengths.max()])
     assert loaded.example_ids == store.example_ids
@@ -71,14 +70,25 @@ def test_file_alone_redecodes_to_the_same_answers_as_the_store(tmp_path, store):
     assert any(p.text for p in again)
 
 
+def test_a_logits_file_and_a_store_both_satisfy_what_decoding_needs(tmp_path, store):
+    from mrc.store import DecodableWindows
+
+    start, end = random_logits(store, 3)
+    write(tmp_path / "a.npz", store, start, end)
+    assert isinstance(store, DecodableWindows)
+    assert isinstance(load_window_logits(tmp_path / "a.npz"), DecodableWindows)
+
+
 def test_float16_file_is_smaller_and_close(tmp_path, store):
     start, end = random_logits(store, 2)
     write(tmp_path / "f32.npz", store, start, end)
     write(tmp_path / "f16.npz", store, start, end, dtype="float16")
     assert (tmp_path / "f16.npz").stat().st_size < 0.8 * (tmp_path / "f32.npz").stat().st_size
-    s, _ = load_window_logits(tmp_path / "f16.npz").window(3)
-    assert s.dtype == np.float16
-    np.testing.assert_allclose(s, start[3, :len(s)], atol=2e-3)
+    half = load_window_logits(tmp_path / "f16.npz")
+    assert half.start.dtype == np.float16
+    padded, _ = half.padded()
+    n = store.sequence_lengths()[3]
+    np.testing.assert_allclose(padded[3, :n], start[3, :n], atol=2e-3)
 
 
 def test_failed_run_leaves_no_file_and_no_parts(tmp_path, store):
@@ -100,7 +110,8 @@ def test_failed_run_leaves_no_file_and_no_parts(tmp_path, store):
 def test_ensemble_average_decodes_and_refuses_other_windows(tmp_path, store, korquad_dev, koelectra_folder):
     from mrc.data import read_examples
     from mrc.decode import decode
-    from mrc.features import WindowConfig, build_store
+    from mrc.features import build_store
+    from mrc.store import WindowConfig
 
     runs = [random_logits(store, seed) for seed in (4, 5)]
     for i, (start, end) in enumerate(runs):

@@ -81,7 +81,8 @@ def korquad_batch(korquad_dev: Path, koelectra_folder: Path) -> dict[str, torch.
     window holding its answer and three shorter ones of different lengths (each padded)."""
     from mrc.batching import collate
     from mrc.data import read_examples
-    from mrc.features import WindowConfig, build_store
+    from mrc.features import build_store
+    from mrc.store import WindowConfig
 
     examples, _ = read_examples(korquad_dev)
     store = build_store(examples[:30], koelectra_folder, WindowConfig(max_seq_length=96, doc_stride=48,

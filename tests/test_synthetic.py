@@ -10,7 +10,8 @@ import pytest
 
 from mrc.data import read_examples
 from mrc.demo import DOC_STRIDE, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH
-from mrc.features import WindowConfig, build_store
+from mrc.features import build_store
+from mrc.store import WindowConfig
 from mrc.synthetic import SPLITS, SyntheticConfig, particle, train_vocab, write_dataset, write_initial_model
 from mrc.tokenizer import load_tokenizer, special_tokens
 
