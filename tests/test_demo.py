@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from mrc.demo import MARKER, main, prepare_out_dir
+from mrc.demo.run import MARKER, main, prepare_out_dir
+from mrc.data import read_examples
 from mrc.errors import MRCError
+from mrc.metrics import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +36,32 @@ def test_demo_writes_every_artefact(demo):
                                              "eval --analyze"]
 
 
-def test_training_evaluated_the_held_out_paragraphs(demo):
+def _contexts(path):
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    return {qa["id"]: p["context"] for article in data for p in article["paragraphs"] for qa in p["qas"]}
+
+
+def test_training_scored_its_own_held_out_predictions(demo):
+    """The EM/F1 the demo reports are the official metric of the dev predictions train.py wrote."""
     results = json.loads((demo.out / "model" / "eval_results.json").read_text())
-    best = results[results["best"]]
-    assert best["exact_match"] == pytest.approx(demo.dev_scores["exact_match"])
-    assert 0.0 <= demo.dev_scores["exact_match"] <= demo.dev_scores["f1"] <= 100.0
+    step = str(max(int(label) for label in results if label.isdigit()))   # the final model's evaluation
+    predictions_file = demo.out / "model" / f"predictions_{step}.json"
+    predictions = json.loads(predictions_file.read_text(encoding="utf-8"))
+    contexts = _contexts(demo.out / "data" / "dev.json")
+    assert set(predictions) == set(contexts)
+    assert all(text in contexts[qid] for qid, text in predictions.items())   # extracted, never invented
+    rescored = evaluate(read_examples(demo.out / "data" / "dev.json")[0], predictions).summary()
+    assert rescored["exact_match"] == pytest.approx(demo.dev_scores["exact_match"])
+    assert rescored["f1"] == pytest.approx(demo.dev_scores["f1"])
+    assert results[step]["f1"] == pytest.approx(demo.dev_scores["f1"])
 
 
 def test_every_sample_question_was_predicted_and_scored(demo):
     expected = _question_ids(demo.out / "data" / "sample.json")
     predictions = json.loads((demo.out / "predictions" / "sample.predictions.json").read_text(encoding="utf-8"))
     assert set(predictions) == expected
-    assert all(isinstance(text, str) for text in predictions.values())
+    contexts = _contexts(demo.out / "data" / "sample.json")
+    assert all(text in contexts[qid] for qid, text in predictions.items())
     scored = json.loads((demo.out / "eval" / "sample.predictions.eval.json").read_text())
     assert scored["total"] == len(expected) and scored["missing"] == 0
     assert scored["exact_match"] == pytest.approx(demo.sample_scores["exact_match"])

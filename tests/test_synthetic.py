@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from mrc.data import read_examples
-from mrc.demo import DOC_STRIDE, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH
+from mrc.demo.korean import particle
+from mrc.demo.run import DOC_STRIDE, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH
 from mrc.features import build_store
 from mrc.store import WindowConfig
-from mrc.synthetic import SPLITS, SyntheticConfig, particle, train_vocab, write_dataset, write_initial_model
+from mrc.demo.synthetic import SPLITS, SyntheticConfig, write_dataset
+from mrc.demo.untrained import train_vocab, write_initial_model
 from mrc.tokenizer import load_tokenizer, special_tokens
 
 SMALL = SyntheticConfig(train_paragraphs=150, dev_paragraphs=40, sample_paragraphs=5)
@@ -107,7 +109,7 @@ RIEUL = 8
 
 
 def _final_consonant(ch: str) -> int:
-    """Final-consonant index of a Hangul syllable, computed here independently of mrc.synthetic."""
+    """Final-consonant index of a Hangul syllable, computed here independently of mrc.demo.korean."""
     return (ord(ch) - 0xAC00) % 28
 
 
@@ -175,7 +177,7 @@ def test_init_for_reading_gives_similar_nearby_positions_and_a_local_head():
     import torch
 
     from mrc.model import ElectraForQA, ModelConfig
-    from mrc.synthetic import POSITION_SCALE, init_for_reading
+    from mrc.model import POSITION_SCALE, init_for_reading
 
     cfg = ModelConfig(vocab_size=300, hidden_size=128, embedding_size=128, num_hidden_layers=1,
                       num_attention_heads=4, intermediate_size=256, max_position_embeddings=128)

@@ -21,8 +21,15 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
-from mrc.config import field, parse_config, print_config
+from mrc import analysis, predict, train
+from mrc.analysis import EvalConfig
+from mrc.config import field, from_flat, parse_config, print_config
+from mrc.demo.synthetic import SyntheticConfig, write_dataset
+from mrc.demo.untrained import train_vocab, write_initial_model
 from mrc.errors import MRCError, cli_entry
+from mrc.model import ModelConfig
+from mrc.predict import PredictConfig
+from mrc.train import TrainConfig
 
 # Windows short enough for CPU training; long paragraphs still need two or three of them.
 MAX_SEQ_LENGTH = 128
@@ -53,7 +60,7 @@ class DemoSize:
 
 SIZES = {
     # One pass over fresh paragraphs (more of them beats more epochs over fewer), from the
-    # initialisation of mrc.synthetic.init_for_reading; measured in docs/demo.md.
+    # initialisation of mrc.model.init_for_reading; measured in docs/demo.md.
     "full": DemoSize(train_paragraphs=24000, dev_paragraphs=500, hidden_size=128, num_layers=3, num_heads=4,
                      intermediate_size=256, epochs=1, batch_size=32, learning_rate=1e-3, dropout=0.0),
     # A smoke run of the same code paths for tests and CI; its scores mean nothing.
@@ -111,9 +118,6 @@ def prepare_out_dir(out: Path) -> None:
 
 def make_inputs(cfg: DemoConfig, size: DemoSize) -> dict[str, Path]:
     """Synthetic train/dev/sample files, the vocab, and the untrained model folder."""
-    from mrc.model import ModelConfig
-    from mrc.synthetic import SyntheticConfig, train_vocab, write_dataset, write_initial_model
-
     syn = SyntheticConfig(seed=cfg.seed, train_paragraphs=size.train_paragraphs, dev_paragraphs=size.dev_paragraphs)
     paths = write_dataset(syn, cfg.out / "data")
     vocab = train_vocab(syn, cfg.out / "tokenizer")
@@ -133,33 +137,28 @@ def warmup_steps(size: DemoSize) -> int:
 
 def train_config(cfg: DemoConfig, size: DemoSize, files: dict[str, Path]):
     """The TrainConfig `train.py` would build from the flags printed in the summary."""
-    from mrc.train import TrainConfig
-
-    return TrainConfig(model_name_or_path=str(files["model_init"]), output_dir=str(cfg.out / "model"),
-                       train_file=[str(files["train"])], predict_file=str(files["dev"]),
-                       cache_dir=str(cfg.out / "cache"), do_train=True, do_eval=True,
-                       max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE, max_query_length=MAX_QUERY_LENGTH,
-                       max_answer_length=MAX_ANSWER_LENGTH,
-                       per_gpu_train_batch_size=size.batch_size, per_gpu_eval_batch_size=128,
-                       learning_rate=size.learning_rate, num_train_epochs=size.epochs,
-                       warmup_steps=warmup_steps(size),
-                       weight_decay=0.01, logging_steps=50, save_steps=0, seed=cfg.seed,
-                       overwrite_output_dir=True)
+    return from_flat(TrainConfig, dict(
+        model_name_or_path=str(files["model_init"]), output_dir=str(cfg.out / "model"),
+        train_file=[str(files["train"])], predict_file=str(files["dev"]), cache_dir=str(cfg.out / "cache"),
+        do_train=True, do_eval=True, max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE,
+        max_query_length=MAX_QUERY_LENGTH, max_answer_length=MAX_ANSWER_LENGTH,
+        per_gpu_train_batch_size=size.batch_size, per_gpu_eval_batch_size=128, learning_rate=size.learning_rate,
+        num_train_epochs=size.epochs, warmup_steps=warmup_steps(size), weight_decay=0.01, logging_steps=50,
+        save_steps=0, seed=cfg.seed, overwrite_output_dir=True))
 
 
 def predict_config(cfg: DemoConfig, files: dict[str, Path]):
-    from mrc.predict import PredictConfig
-
-    return PredictConfig(model=cfg.out / "model", input=[files["sample"]], output=cfg.out / "predictions",
-                         max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE, max_query_length=MAX_QUERY_LENGTH,
-                         max_answer_length=MAX_ANSWER_LENGTH, cache_dir=cfg.out / "cache", overwrite=True)
+    return from_flat(PredictConfig, dict(
+        model=cfg.out / "model", input=[files["sample"]], output=cfg.out / "predictions",
+        max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE, max_query_length=MAX_QUERY_LENGTH,
+        max_answer_length=MAX_ANSWER_LENGTH, cache_dir=cfg.out / "cache", overwrite=True))
 
 
 def eval_config(cfg: DemoConfig, files: dict[str, Path]):
-    from mrc.analysis import EvalConfig
-
-    return EvalConfig(dataset=str(files["sample"]), predictions=str(cfg.out / "predictions" / "sample.predictions.json"),
-                      analyze=True, model=str(cfg.out / "model"), out=str(cfg.out / "eval"))
+    return from_flat(EvalConfig, dict(
+        dataset=str(files["sample"]), predictions=str(cfg.out / "predictions" / "sample.predictions.json"),
+        analyze=True, model=str(cfg.out / "model"), out=str(cfg.out / "eval"), max_seq_length=MAX_SEQ_LENGTH,
+        doc_stride=DOC_STRIDE, max_query_length=MAX_QUERY_LENGTH, max_answer_length=MAX_ANSWER_LENGTH))
 
 
 def timed(stages: list[Stage], name: str, console: Console, fn: Callable[[], Any],
@@ -174,8 +173,6 @@ def timed(stages: list[Stage], name: str, console: Console, fn: Callable[[], Any
 
 def run(cfg: DemoConfig) -> DemoResult:
     """The whole demo; returns the scores, stage times and files (also printed)."""
-    from mrc import analysis, predict, train
-
     console = Console(stderr=True)
     size = SIZES[cfg.size]
     print_config(cfg, "demo")
