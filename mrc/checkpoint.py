@@ -65,6 +65,7 @@ HEAD_KEYS: dict[str, tuple[str, ...]] = {  # no prefix: the head sits beside the
 IGNORED_HF_KEYS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
 
 ARCHITECTURES = {"electra": "ElectraForQuestionAnswering", "bert": "BertForQuestionAnswering"}
+TRAINING_ARGS = "training_args.json"   # the run's resolved flags, saved by train.py
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
@@ -166,6 +167,15 @@ def read_model_config(folder: Path) -> ModelConfig:
         raise MRCError(f"{folder} has no config.json; a model folder needs config.json and the weights "
                        f"({' or '.join(WEIGHT_FILES)})")
     return ModelConfig.from_hf(read_json_object(path), where=str(path))
+
+
+def read_training_args(folder: Path) -> dict:
+    """The flat flags a training run saved beside the model (`training_args.json`), or {} without them.
+
+    predict.py and the Reader take the window and decode settings the user does not give from here.
+    """
+    path = Path(folder) / TRAINING_ARGS
+    return read_json_object(path) if path.is_file() else {}
 
 
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:

@@ -48,6 +48,15 @@ class Example:
         return bool(self.answers) or self.is_impossible
 
 
+def item_problem(example: Example) -> str | None:
+    """Why this item cannot be predicted at all, or None."""
+    if not example.question.strip():
+        return "empty question"
+    if not example.context.strip():
+        return "empty context"
+    return None
+
+
 @dataclass
 class ReadStats:
     """What a read did, for the one-line summary every CLI prints."""

@@ -35,6 +35,8 @@ from mrc.span_search import NEG_INF, WindowSpans, top_spans_per_group
 from mrc.store import DecodableWindows
 
 NBEST_KEYS = ("text", "probability", "start_logit", "end_logit", "char_start", "char_end")
+# Why a decoded example has no n-best at all (predict.py's errors.jsonl, the Reader's errors).
+NO_ANSWER_SPAN = "no answer span: no context tokens left after tokenization"
 
 
 @dataclass(frozen=True)

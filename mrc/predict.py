@@ -16,35 +16,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import load_model, looks_like_hub_id, resolve_model_folder
+from mrc.checkpoint import TRAINING_ARGS, load_model, looks_like_hub_id, read_training_args, resolve_model_folder
 from mrc.config import field, overlay_saved, print_config, section
-from mrc.data import Example, ReadStats, read_examples
-from mrc.decode import DecodeConfig, Prediction
+from mrc.data import Example, ReadStats, item_problem, read_examples
+from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
-from mrc.store import WindowConfig
-from mrc.io import atomic_path, read_json_object
+from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
+from mrc.io import atomic_path
 from mrc.metrics import EvalResult, evaluate
-from mrc.precision import PrecisionConfig
+from mrc.precision import PrecisionConfig, quantize_int8
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
 
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 ERRORS_FILE = "errors.jsonl"
-TRAINING_ARGS = "training_args.json"
 
 
 @dataclass
@@ -112,9 +109,7 @@ class PredictConfig:
 
 def settings_from_model(cfg: PredictConfig, given: frozenset[str]) -> tuple[PredictConfig, dict[str, str]]:
     """Window and decode settings the flags do not give, from the model folder's training_args.json."""
-    saved_path = cfg.model / TRAINING_ARGS
-    saved = read_json_object(saved_path) if saved_path.is_file() else {}
-    return overlay_saved(cfg, ("window", "decode"), saved, given, TRAINING_ARGS)
+    return overlay_saved(cfg, ("window", "decode"), read_training_args(cfg.model), given, TRAINING_ARGS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,15 +174,6 @@ class ItemError:
         return json.dumps({"id": self.id, "file": self.file, "reason": self.reason}, ensure_ascii=False)
 
 
-def item_problem(example: Example) -> str | None:
-    """Why this item cannot be predicted at all, or None."""
-    if not example.question.strip():
-        return "empty question"
-    if not example.context.strip():
-        return "empty context"
-    return None
-
-
 def split_predictable(examples: list[Example], path: Path) -> tuple[list[Example], list[ItemError]]:
     good, bad = [], []
     for ex in examples:
@@ -206,9 +192,7 @@ def reader_drops(stats: ReadStats, path: Path) -> list[ItemError]:
 
 def tokenless_questions(store, path: Path) -> list[ItemError]:
     """Questions with no tokens left after tokenization (only characters the tokenizer drops)."""
-    query_tokens = np.diff(np.asarray(store.question_token_base))       # [E]
-    return [ItemError(store.example_ids[e], str(path), "no question tokens left after tokenization")
-            for e in np.flatnonzero(query_tokens == 0)]
+    return [ItemError(store.example_ids[e], str(path), TOKENLESS_QUESTION) for e in questions_without_tokens(store)]
 
 
 def answerable(predictions: Iterable[Prediction], path: Path, skip: set[str],
@@ -218,7 +202,7 @@ def answerable(predictions: Iterable[Prediction], path: Path, skip: set[str],
         if p.example_id in skip:
             continue
         if not p.nbest:
-            errors.append(ItemError(p.example_id, str(path), "no answer span: no context tokens left after tokenization"))
+            errors.append(ItemError(p.example_id, str(path), NO_ANSWER_SPAN))
             continue
         yield p
 
@@ -230,26 +214,6 @@ def write_errors(path: Path, errors: list[ItemError], overwrite: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Model
-
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantization of the encoder's Linear layers (CPU): weights int8 once, activations
-    quantized per batch. The QA head stays float32: it is tiny and its logits decide the answer.
-
-    `torch.ao.quantization.quantize_dynamic` is deprecated in favour of the separate torchao package
-    but still works; we keep it rather than add a runtime dependency, and silence its notices.
-    """
-    try:
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-    except ImportError:  # a future torch without it: only --int8 needs it
-        raise MRCError(f"--int8 needs torch.ao.quantization, which torch {torch.__version__} no longer has; "
-                       "drop --int8") from None
-    spec = {name: default_dynamic_qconfig for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and name != "qa_outputs"}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
-        return quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8)
 
 
 def model_folder(model: Path) -> Path:

@@ -28,6 +28,7 @@ STORE_FORMAT = 1
 WINDOW_FIELDS = ("example_index", "paragraph_index", "token_start", "context_length", "query_length",
                  "max_context_start", "max_context_end", "start_position", "end_position")
 SPECIAL_PER_WINDOW = 3  # [CLS], [SEP] after the question, [SEP] after the context
+TOKENLESS_QUESTION = "no question tokens left after tokenization"
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,11 @@ class WindowStore:
         char_start = np.where(ok_start, self.context_offsets[start_tok, 0], -1)
         char_end = np.where(ok_end, self.context_offsets[end_tok, 1], -1)
         return char_start, char_end
+
+
+def questions_without_tokens(store: WindowStore) -> np.ndarray:
+    """Example indices whose question has no tokens left (only characters the tokenizer drops)."""
+    return np.flatnonzero(np.diff(np.asarray(store.question_token_base)) == 0)
 
 
 @runtime_checkable
