@@ -301,6 +301,15 @@ def evaluate_result(dataset_file: str | Path, prediction_file: str | Path) -> di
     return {"exact_match": result.exact_match, "f1": result.f1}
 
 
+def evaluate_predictions(dataset_file: str | Path, predictions: dict[str, str] | str | Path,
+                         data_format: str = "auto") -> dict:
+    """`mrc.evaluate`: the official KorQuAD v1.0 EM/F1 of `predictions` ({id: answer text}, or a
+    predictions file) on a labelled dataset file, as eval.py prints it: {exact_match, f1, total, missing}."""
+    examples, _ = read_examples(dataset_file, data_format=data_format)
+    answers = predictions if isinstance(predictions, dict) else load_predictions(predictions)
+    return evaluate(examples, answers).summary()
+
+
 def analyze_result(dataset_file: str | Path, prediction_file: str | Path, f1_threshold: float,
                    model_name_or_path: str | Path | None) -> list[dict]:
     """The seed's API: writes error_analysis.csv beside the predictions and returns its rows.

@@ -26,7 +26,11 @@ def module_level_imports(path: Path) -> set[str]:
     found = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            # `from mrc import dist` imports the submodule: the package's __init__ (which re-exports
+            # the API and so imports much of the package) is no edge unless a name comes from it.
+            if not all(n in MODULES for n in names):
+                names.append(node.module)
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         else:
