@@ -117,7 +117,7 @@ def pick_device(device: str | torch.device, int8: bool) -> torch.device:
 
 
 def pick_precision(dtype: Any, int8: bool, device: torch.device) -> PrecisionConfig:
-    if dtype not in DTYPES:
+    if not isinstance(dtype, (str, torch.dtype, type(None))) or dtype not in DTYPES:
         raise MRCError(f"dtype={dtype!r}: pass None (float32), torch.float16 or torch.bfloat16")
     precision = DTYPES[dtype]
     if int8 and precision.autocast_dtype is not None:
@@ -220,7 +220,11 @@ class Reader:
             raise MRCError("reader(items) takes the contexts inside the items; pass no second argument")
         if isinstance(question_or_items, dict):
             raise MRCError("reader(items): pass a list of dicts, not one dict (or call reader(question, context))")
-        items = list(question_or_items)
+        try:
+            items = list(question_or_items)
+        except TypeError:
+            raise MRCError(f"reader(items): items must be a list of dicts or (question, context) pairs, got "
+                           f"{type(question_or_items).__name__}") from None
         examples, own_ids, failures = [], [], {}
         for index, item in enumerate(items):
             example, own_id, problem = item_example(index, item)

@@ -203,6 +203,7 @@ def test_a_bad_item_raises_naming_it_or_comes_back_as_an_error_entry(reader, bad
     (lambda r: r(QUESTIONS[0]), "the context must be a string"),
     (lambda r: r({"question": QUESTIONS[0], "context": CONTEXT}), "pass a list of dicts"),
     (lambda r: r([(QUESTIONS[0], CONTEXT)], CONTEXT), "pass no second argument"),
+    (lambda r: r(42), "items must be a list of dicts or (question, context) pairs, got int"),
 ])
 def test_wrong_arguments_say_what_to_change(reader, call, says):
     with pytest.raises(mrc.MRCError, match=re.escape(says)):
@@ -211,6 +212,7 @@ def test_wrong_arguments_say_what_to_change(reader, call, says):
 
 @pytest.mark.parametrize("kwargs, says", [
     ({"dtype": "float64"}, "dtype='float64'"),
+    ({"dtype": [torch.float16]}, "pass None (float32), torch.float16 or torch.bfloat16"),
     ({"int8": True, "dtype": torch.float16}, "drop dtype"),
     ({"device": "tpu"}, "device='tpu'"),
     pytest.param({"device": "cuda"}, "no CUDA device is visible",
