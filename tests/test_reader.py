@@ -161,7 +161,6 @@ def test_items_come_back_in_input_order_whatever_their_form_and_batch_size(reade
     contexts = [CONTEXT, long_context, CONTEXT[:40], long_context]
     pairs = [(q, c) for q in QUESTIONS for c in contexts]
     one_by_one = [reader(q, c) for q, c in pairs]
-    assert len({(a.start, a.end) for a in one_by_one[1::4]}) > 0
     for batch_size in (1, 5, 64):
         as_dicts = reader([{"question": q, "context": c, "id": str(i)} for i, (q, c) in enumerate(pairs)],
                           batch_size=batch_size)
