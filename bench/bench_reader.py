@@ -138,7 +138,8 @@ def main() -> None:
             fwd = [t[k] for t in lat["forward"]]
             ours = [t[k] for t in lat["reader"]]
             paired = statistics.median((r - f) / f for r, f in zip(ours, fwd))
-            print(f"  {clock:4s} bare forward median {statistics.median(fwd) * 1e3:8.1f} ms (best {min(fwd) * 1e3:8.1f}), "
+            print(f"  {clock:4s} bare forward median {statistics.median(fwd) * 1e3:8.1f} ms "
+                  f"(best {min(fwd) * 1e3:8.1f}), "
                   f"reader(q, c) median {statistics.median(ours) * 1e3:8.1f} ms (best {min(ours) * 1e3:8.1f}): "
                   f"overhead {(min(ours) - min(fwd)) / min(fwd):6.1%} best vs best, {paired:6.1%} median of the "
                   f"rounds (goal <= 15 %)")

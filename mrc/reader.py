@@ -36,10 +36,11 @@ from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
 
 ERROR_MODES = ("raise", "collect")
 # dtype= of from_pretrained -> the autocast predict.py's --fp16 / --bf16 give (None: float32).
+FP32, FP16, BF16 = PrecisionConfig(), PrecisionConfig(fp16=True), PrecisionConfig(bf16=True)
 DTYPES: dict[Any, PrecisionConfig] = {
-    None: PrecisionConfig(), torch.float32: PrecisionConfig(), "float32": PrecisionConfig(),
-    torch.float16: PrecisionConfig(fp16=True), "float16": PrecisionConfig(fp16=True), "fp16": PrecisionConfig(fp16=True),
-    torch.bfloat16: PrecisionConfig(bf16=True), "bfloat16": PrecisionConfig(bf16=True), "bf16": PrecisionConfig(bf16=True),
+    None: FP32, torch.float32: FP32, "float32": FP32,
+    torch.float16: FP16, "float16": FP16, "fp16": FP16,
+    torch.bfloat16: BF16, "bfloat16": BF16, "bf16": BF16,
 }
 
 

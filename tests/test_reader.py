@@ -240,7 +240,8 @@ def test_settings_come_from_training_args_json_unless_given(plain_model, negativ
 def test_a_file_with_bad_items_raises_or_leaves_them_out_as_predict_py_does(reader, tmp_path):
     rows = [{"id": "good", "question": QUESTIONS[0], "context": CONTEXT},
             {"id": "blank", "question": " ", "context": CONTEXT},
-            {"id": "misplaced", "question": "누가?", "context": CONTEXT, "answers": [{"text": "모차르트", "answer_start": 0}]},
+            {"id": "misplaced", "question": "누가?", "context": CONTEXT,
+             "answers": [{"text": "모차르트", "answer_start": 0}]},
             {"id": "tokenless", "question": "\u200b", "context": CONTEXT}]
     path = tmp_path / "items.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
