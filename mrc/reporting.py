@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -29,6 +29,7 @@ class Reporter:
         self.metrics_path = metrics_path
         self.progress: Progress | None = None
         self.task = None
+        self.sinks: list[Callable[[dict[str, Any]], None]] = []  # more places each entry goes (TensorBoard)
 
     def say(self, message: str) -> None:
         if self.enabled:
@@ -51,6 +52,9 @@ class Reporter:
         if self.enabled and self.metrics_path is not None:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        if self.enabled:
+            for sink in self.sinks:
+                sink(entry)
 
     @contextlib.contextmanager
     def progress_bar(self, total_steps: int, done: int) -> Iterator[None]:

@@ -21,18 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrc import dist
+from mrc import dist, tensorboard
 from mrc.batching import collate
 from mrc.checkpoint import load_model, resolve_model_folder
-from mrc.config import field, print_config, section, to_dict
+from mrc.config import field, print_config, section, to_argv, to_dict
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
 from mrc.store import WindowConfig
 from mrc.loss import qa_loss
+from mrc.model_card import CardInfo, DatasetRef, hub_id_of, license_of, reproduce_command, write_card
 from mrc.optim import build_optimizer, linear_warmup_decay
 from mrc.precision import PrecisionConfig
 from mrc.reporting import Reporter
+from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
 from mrc.train_data import TrainFile, load_train_data, parse_train_file, read_train_examples
 from mrc.train_state import (Trainer, checkpoint_dir, decide_start, latest_checkpoint, read_progress, resume,
@@ -74,6 +76,7 @@ class TrainConfig:
     verbose_logging: bool = field(False, "print every skipped question and the per-file window counts")
     logging_steps: int = field(500, "log (and with --evaluate_during_training evaluate) every N steps; 0 = never")
     save_steps: int = field(500, "write output_dir/checkpoint-<step> every N optimizer steps; 0 = never")
+    checkpoints: CheckpointConfig = section(CheckpointConfig)
     eval_all_checkpoints: bool = field(False, "with --do_eval: evaluate every checkpoint-<step> and name the best")
     overwrite_output_dir: bool = field(False, "train into an output_dir that already holds files")
     seed: int = field(42, "seed of initialisation, dropout and data order")
@@ -95,6 +98,8 @@ class TrainConfig:
     max_eval_samples: int | None = field(None, "evaluate only the first N questions of --predict_file")
     no_cuda: bool = field(False, "run on CPU even when a GPU is visible")
     dist_timeout: int = field(1800, "seconds a rank waits for the others in a collective before the job fails")
+    report_to: str = field("none", "also write the logged scalars for TensorBoard under output_dir/runs/ "
+                           "(needs pip install -e '.[tensorboard]')", choices=tensorboard.REPORT_TO)
 
     def __post_init__(self) -> None:
         if not (self.do_train or self.do_eval):
@@ -127,6 +132,8 @@ class TrainConfig:
             raise MRCError("--evaluate_during_training evaluates every --logging_steps; set --logging_steps > 0")
         if self.eval_all_checkpoints and not self.do_eval:
             raise MRCError("--eval_all_checkpoints runs in the final evaluation; add --do_eval")
+        check_with_schedule(self.checkpoints, evaluate_during_training=self.evaluate_during_training,
+                            logging_steps=self.logging_steps, save_steps=self.save_steps)
         self.train_files  # parses every PATH:WEIGHT now, so a bad weight fails before any work
 
     @property
@@ -293,7 +300,9 @@ def train_loop(trainer: Trainer, data: TrainData, schedule: Schedule, progress: 
                 interval = IntervalStats.start(ctx.device)
             if cfg.save_steps > 0 and step % cfg.save_steps == 0:
                 stop_if_not_finite(watch, out)
-                save_checkpoint(trainer, progress, ctx, checkpoint_dir(out, step))
+                save_checkpoint(trainer, progress, ctx, checkpoint_dir(out, step),
+                                model_only=cfg.checkpoints.save_only_model)
+                keep_checkpoints(out, cfg.checkpoints, eval_scores(evaluator), ctx, report)
                 last_saved = step
             if watch.stop_requested():
                 stop_if_not_finite(watch, out)
@@ -306,12 +315,41 @@ def train_loop(trainer: Trainer, data: TrainData, schedule: Schedule, progress: 
     return progress.step
 
 
+def eval_scores(evaluator: Evaluator | None) -> dict[str, dict[str, Any]]:
+    """eval_results.json as rank 0 holds it ({} elsewhere, or without evaluation)."""
+    return evaluator.results.results if evaluator is not None and evaluator.results is not None else {}
+
+
+def model_card_info(cfg: TrainConfig, model_folder: Path, evaluator: Evaluator | None,
+                    ctx: dist.DistContext) -> CardInfo:
+    argv = to_argv(cfg, leave_out=frozenset({"resume", "overwrite_output_dir", "local_rank"}))
+    return CardInfo(training_args=to_dict(cfg), command=reproduce_command(argv, ctx.world_size),
+                    base_model=cfg.model_name_or_path, base_model_id=hub_id_of(cfg.model_name_or_path, model_folder),
+                    license=license_of(model_folder),
+                    train_sets=tuple(DatasetRef.of(str(f.path)) for f in cfg.train_files),
+                    eval_set=DatasetRef.of(str(cfg.predict_path), cfg.max_eval_samples) if cfg.predict_file else None,
+                    run_name=Path(cfg.output_dir).resolve().name, world_size=ctx.world_size,
+                    results=eval_scores(evaluator))
+
+
+def write_run_report(out: Path, report: Reporter) -> None:
+    """report.html at the end of a run, when the [report] extra (matplotlib) is installed."""
+    try:
+        from mrc.report import write_report  # optional dependency: mrc.report needs matplotlib
+        path = write_report(out)
+    except MRCError as e:
+        report.say(f"[yellow]report.html not written: {e}[/]")
+        return
+    report.say(f"report written to {path}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train and/or evaluate as `cfg` says; returns the final scores (rank 0; {} elsewhere)."""
+    tensorboard.require(cfg.report_to)
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda, timeout_s=cfg.dist_timeout)
     try:
         return run_in_context(cfg, ctx)
@@ -366,9 +404,13 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
                        f"{counts.kept_without_answer:,} of {counts.without_answer:,} without it kept at "
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
     trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report)
+    trainer.card = model_card_info(cfg, model_folder, evaluator, ctx) if ctx.is_main else None
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
         out.mkdir(parents=True, exist_ok=True)
-        report.restart_metrics(read_progress(resume_from).step if resume_from else 0)
+        resumed_step = read_progress(resume_from).step if resume_from else 0
+        report.restart_metrics(resumed_step)
+        if cfg.report_to == "tensorboard":
+            report.sinks.append(tensorboard.TensorBoardLog(out, resumed_step))
         trainer.write_args(out / "training_args.json")
     progress = resume(trainer, resume_from, schedule, ctx, report) if resume_from is not None else Progress()
     report.say(f"training {schedule.total_steps:,} steps ({len(schedule.epochs)} epoch(s)), warmup {cfg.warmup_steps}")
@@ -378,12 +420,21 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)")
         final_step = train_loop(trainer, data, schedule, progress, cfg, ctx, report,
                                 evaluator if cfg.evaluate_during_training else None)
-    save_final_model(trainer, out, ctx)
+    label, role = str(final_step), f"the final model (step {final_step})"
+    if cfg.checkpoints.load_best_model_at_end:
+        label, role = load_best_weights(trainer.plain_model, out, eval_scores(evaluator), final_step, ctx, report)
+    save_final_model(trainer, out, ctx, label=label, role=role)
     report.say(f"trained {final_step:,} steps; model saved to {out}")
-    if not cfg.do_eval:
-        return {}
-    if cfg.eval_all_checkpoints:
-        evaluator.all_checkpoints((str(final_step), trainer.model))
-    elif str(final_step) not in evaluator.already_evaluated():
-        evaluator.run(trainer.model, str(final_step))
-    return evaluator.scores(str(final_step))
+    scores: dict[str, Any] = {}
+    if cfg.do_eval:
+        if cfg.eval_all_checkpoints:
+            evaluator.all_checkpoints((label, trainer.model))
+        elif label not in evaluator.already_evaluated():
+            evaluator.run(trainer.model, label)
+        scores = evaluator.scores(label)
+    if ctx.is_main:
+        write_card(out, trainer.card, label=label, role=role, folder_name=str(out))  # now with the final scores
+        for sink in report.sinks:
+            sink.close()
+        write_run_report(out, report)
+    return scores

@@ -32,6 +32,7 @@ from mrc.checkpoint import save_model
 from mrc.errors import MRCError
 from mrc.io import atomic_write_text, finish_replace_files, replace_files
 from mrc.model import ModelConfig
+from mrc.model_card import CardInfo, write_card
 from mrc.reporting import Reporter
 from mrc.schedule import Progress, Schedule
 
@@ -208,6 +209,7 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     training_args: dict[str, Any]    # the run's flat flags, saved as training_args.json in every folder
+    card: CardInfo | None = None     # the README.md model card of every saved folder (rank 0)
 
     @property
     def plain_model(self) -> nn.Module:
@@ -226,28 +228,60 @@ class Trainer:
         atomic_write_text(path, json.dumps(self.training_args, indent=2, ensure_ascii=False) + "\n")
 
 
-def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext, folder: Path) -> None:
-    """Write an HF model folder plus the training state (rank 0 writes; every rank must call)."""
-    rng_states = dist.gather_to_main(capture_rng(), ctx)
+def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext, folder: Path, *,
+                    model_only: bool = False) -> None:
+    """Write an HF model folder plus the training state (rank 0 writes; every rank must call).
+
+    `model_only` (--save_only_model): no optimizer, schedule, scaler or RNG state; not resumable.
+    """
+    rng_states = [] if model_only else dist.gather_to_main(capture_rng(), ctx)
     if ctx.is_main:
-        writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-                                       scaler=trainer.scaler, progress=progress, rng_states=rng_states,
-                                       write_args=trainer.write_args)
-        save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder, extra_writer=writer)
+        if model_only:
+            writer = model_only_writer(progress, trainer.write_args)
+        else:
+            writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                                           scaler=trainer.scaler, progress=progress, rng_states=rng_states,
+                                           write_args=trainer.write_args)
+        role = (f"the checkpoint of step {progress.step}" + (" (model only: --save_only_model, not resumable)"
+                                                               if model_only else ", with the state --resume needs"))
+        save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder,
+                   extra_writer=with_card(writer, trainer, label=str(progress.step), role=role, folder=folder))
     dist.barrier(ctx)
 
 
-def save_final_model(trainer: Trainer, out: Path, ctx: dist.DistContext) -> None:
+def model_only_writer(progress: Progress, write_args: Callable[[Path], None]) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        write_args(folder / "training_args.json")
+        (folder / TRAINER_STATE).write_text(json.dumps(asdict(progress), indent=2) + "\n", encoding="utf-8")
+
+    return write
+
+
+def with_card(writer: Callable[[Path], None], trainer: Trainer, *, label: str, role: str,
+              folder: Path) -> Callable[[Path], None]:
+    """`writer` plus the folder's README.md model card (when the trainer has card info)."""
+
+    def write(tmp: Path) -> None:
+        writer(tmp)
+        if trainer.card is not None:
+            write_card(tmp, trainer.card, label=label, role=role, folder_name=str(folder))
+
+    return write
+
+
+def save_final_model(trainer: Trainer, out: Path, ctx: dist.DistContext, *, label: str, role: str) -> None:
     """The trained model's HF files directly in output_dir, beside the checkpoints (rank 0).
 
     Built complete in `.final-model`, then moved in by `replace_files`: a crash at any moment
-    leaves the old final model or the new one, never new weights beside an old config.
+    leaves the old final model or the new one, never new weights beside an old config. `label`
+    names the model's scores in the card (the final step, or the best checkpoint's).
     """
     if not ctx.is_main:
         return
     staging = out / ".final-model"
     save_model(trainer.plain_model, trainer.model_cfg, staging, trainer.tokenizer_folder,
-               extra_writer=lambda tmp: trainer.write_args(tmp / "training_args.json"))
+               extra_writer=with_card(lambda tmp: trainer.write_args(tmp / "training_args.json"), trainer,
+                                      label=label, role=role, folder=out))
     replace_files(staging, out)
 
 

@@ -201,8 +201,8 @@ KILL_AFTER_SAVE = """
 import os, runpy, signal, sys
 import mrc.train as train
 save = train.save_checkpoint
-def save_then_die(trainer, progress, ctx, folder):
-    save(trainer, progress, ctx, folder)
+def save_then_die(trainer, progress, ctx, folder, **kwargs):
+    save(trainer, progress, ctx, folder, **kwargs)
     if progress.step == {step}:
         os.kill(os.getpid(), signal.SIGKILL)
 train.save_checkpoint = save_then_die
