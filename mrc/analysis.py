@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -211,6 +211,14 @@ def reach_breakdowns(result: EvalResult, lengths: Lengths, window: WindowConfig,
     ]
 
 
+def write_breakdowns_json(cfg: EvalConfig, result: EvalResult, unit: str, tables: list[Breakdown], path: Path) -> None:
+    """The breakdowns as JSON beside error_analysis.csv (what `python -m mrc.report` draws)."""
+    data = {"dataset": str(cfg.dataset), "predictions": str(cfg.predictions), "exact_match": result.exact_match,
+            "f1": result.f1, "f1_threshold": cfg.f1_threshold, "unit": unit,
+            "breakdowns": [{"title": b.title, "rows": [asdict(r) for r in b.rows]} for b in tables]}
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
 def print_result(result: EvalResult, console: Console) -> None:
     table = Table(title="KorQuAD v1.0 metric", title_justify="left")
     for name in ("exact match", "F1", "questions", "missing"):
@@ -283,8 +291,10 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
         rows = error_rows(result, lengths, cfg.f1_threshold)
         write_error_csv(rows, out_dir / "error_analysis.csv")
         reach = reach_breakdowns(result, lengths, cfg.window, cfg.decode, cfg.f1_threshold) if cfg.model else []
-        for breakdown in breakdowns(result, lengths, cfg.f1_threshold) + reach:
+        tables = breakdowns(result, lengths, cfg.f1_threshold) + reach
+        for breakdown in tables:
             print_breakdown(breakdown, console)
+        write_breakdowns_json(cfg, result, lengths.unit, tables, out_dir / "error_analysis.json")
         console.print(f"{len(rows):,} error rows written to {out_dir / 'error_analysis.csv'}", soft_wrap=True)
     summary = result.summary()
     result_path = out_dir / f"{Path(cfg.predictions).stem}.eval.json"
