@@ -112,13 +112,13 @@ def load_run(run_dir: Path, analysis: Path | None = None) -> RunData:
 
 
 def epoch_boundaries(metrics: list[dict[str, Any]]) -> list[float]:
-    """Steps where an epoch ends, interpolated between the logged (step, epoch) pairs."""
+    """Steps where an epoch ends before the last logged step, interpolated between logged (step, epoch) pairs."""
     points = [(0.0, 0.0)] + [(float(e["step"]), float(e["epoch"])) for e in metrics if "epoch" in e]
     found = []
     for (s0, e0), (s1, e1) in zip(points, points[1:]):
         for k in range(math.floor(e0) + 1, math.floor(e1) + 1):
             found.append(s0 + (k - e0) / (e1 - e0) * (s1 - s0) if e1 > e0 else s1)
-    return found
+    return [step for step in found if step < points[-1][0]]
 
 
 # -- plots
