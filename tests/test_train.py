@@ -193,6 +193,29 @@ def test_two_process_ddp_matches_one_process(reference_run, tiny_model, korquad_
     assert np.allclose(logged_losses(out), logged_losses(reference_run), rtol=0, atol=1e-5)  # mean over ranks
 
 
+def test_two_nodes_over_loopback_match_one_process(reference_run, tiny_model, korquad_train_subset, cache_dir,
+                                                   tmp_path):
+    """`torchrun --nnodes 2 --node_rank R --rdzv_backend c10d` as on two machines: two agents, one process each."""
+    out = tmp_path / "nodes"
+    port = free_port()
+    args = train_args(tiny_model, out, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size", "2", *EQUIVALENCE)
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node",
+         "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mrc-test",
+         "--local_addr", "127.0.0.1", str(REPO / "train.py"), *args],
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        finished = [node.communicate(timeout=180) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], finished
+    logs = "".join(err for _, err in finished)
+    assert "2 process(es) on cpu" in logs and "= 4 windows per step" in logs
+    assert max_difference(weights(out), weights(reference_run)) <= 1e-5
+    assert np.allclose(logged_losses(out), logged_losses(reference_run), rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Resume, interruption, faults
 
