@@ -61,3 +61,31 @@ def test_report_to_accepts_only_known_sinks(capsys):
         cli.parse_args(["--model_name_or_path", "m", "--output_dir", "o", "--do_train", "--train_file", "t",
                         "--report_to", "wandb"])
     assert "invalid choice: 'wandb'" in capsys.readouterr().err
+
+
+def test_a_resumed_run_shows_each_step_once(tiny_model, korquad_train_subset, tmp_path, one_thread):
+    pytest.importorskip("tensorboard")
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "run"
+    args = ["--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--do_train",
+            "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,
+            "--max_train_samples", "40", "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32",
+            "--per_gpu_train_batch_size", "4", "--max_steps", "6", "--logging_steps", "2", "--save_steps", "2",
+            "--report_to", "tensorboard", "--cache_dir", str(tmp_path / "cache")]
+    cli.main(args)
+    first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(out / "checkpoint-6")  # as if the run died between steps 4 and 6's checkpoint
+    shutil.rmtree(out / "checkpoint-4")
+    cli.main([*args, "--resume"])        # steps 3..6 again from checkpoint-2
+    events = EventAccumulator(str(out / RUNS_DIR), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged] == [e["step"] for e in first] == [2, 4, 6]
+    assert [(s.step, np.float32(s.value)) for s in events.Scalars("loss")] == \
+        [(e["step"], np.float32(e["loss"])) for e in logged]
