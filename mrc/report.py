@@ -146,8 +146,7 @@ def png(fig, series: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def curve_png(plt, metrics: list[dict[str, Any]], key: str, title: str, boundaries: list[float],
-              log_scale: bool = False) -> bytes | None:
+def curve_png(plt, metrics: list[dict[str, Any]], key: str, title: str, boundaries: list[float]) -> bytes | None:
     points = [(e["step"], e[key]) for e in metrics if isinstance(e.get(key), (int, float)) and math.isfinite(e[key])]
     if not points:
         return None
@@ -156,8 +155,6 @@ def curve_png(plt, metrics: list[dict[str, Any]], key: str, title: str, boundari
     ax.plot(xs, ys, color="C0", marker="o" if len(xs) < 40 else None, markersize=3, linewidth=1.5, label=key)
     for i, step in enumerate(boundaries):
         ax.axvline(step, color="0.55", linestyle="--", linewidth=1, label="epoch boundary" if i == 0 else None)
-    if log_scale and min(ys) > 0:
-        ax.set_yscale("log")
     ax.set(title=title, xlabel="optimizer step", ylabel=key)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -200,6 +197,8 @@ def breakdown_png(plt, breakdown: dict[str, Any], hangul: bool) -> bytes:
         ax.annotate(f"n={r['questions']:,}", (x, max(r["f1"], r["exact_match"])), ha="center", va="bottom",
                     fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(xs, labels, fontsize=8)
+    pad = max(0.0, (3 - len(rows)) / 2)  # one or two buckets keep bars of the usual width
+    ax.set_xlim(-0.6 - pad, len(rows) - 0.4 + pad)
     ax.set(title=breakdown["title"], ylabel="score (%)", ylim=(0, 110))
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
@@ -244,11 +243,13 @@ def metrics_table(metrics: list[dict[str, Any]]) -> str:
     return f'<table id="metrics"><tr>{head}</tr>\n{body}</table>'
 
 
-def evals_table(evals: dict[str, dict[str, Any]], best: str | None, run_dir: Path) -> str:
+def evals_table(evals: dict[str, dict[str, Any]], best: str | None, run_dir: Path, best_is_final: bool) -> str:
     rows = []
     for label, scores in evals.items():
         folder = run_dir / f"checkpoint-{label}"
         where = f"checkpoint-{label}" if folder.is_dir() else ("(deleted or never saved)" if label.isdigit() else "")
+        if best_is_final and label == best:
+            where += " = the final model (--load_best_model_at_end)"
         mark = " best" if label == best else ""
         rows.append(f'<tr class="{mark.strip()}"><td>{esc(label)}{" ★" if mark else ""}</td>'
                     f"{num_cell(scores.get('exact_match'))}{num_cell(scores.get('f1'))}"
@@ -299,12 +300,12 @@ def render(run: RunData, plt, hangul: bool) -> str:
              f"<p class='meta'>dashed lines: epoch boundaries ({len(boundaries)})</p>",
              img(curve_png(plt, run.metrics, "loss", "training loss", boundaries), "loss"),
              img(curve_png(plt, run.metrics, "lr", "learning rate", boundaries), "learning rate"),
-             img(curve_png(plt, run.metrics, "grad_norm", "gradient norm (before clipping)", boundaries, True),
+             img(curve_png(plt, run.metrics, "grad_norm", "gradient norm (before clipping)", boundaries),
                  "gradient norm"),
              "<h2>Evaluation</h2>"]
     if run.evals:
         parts += [img(scores_png(plt, run.evals, run.best), "EM/F1 per evaluated step"),
-                  evals_table(run.evals, run.best, run.run_dir)]
+                  evals_table(run.evals, run.best, run.run_dir, bool(run.args.get("load_best_model_at_end")))]
     else:
         parts.append("<p class='none'>No evaluation in eval_results.json.</p>")
     parts.append("<h2>Error analysis</h2>")

@@ -34,6 +34,7 @@ from mrc.model_card import CardInfo, DatasetRef, hub_id_of, license_of, reproduc
 from mrc.optim import build_optimizer, linear_warmup_decay
 from mrc.precision import PrecisionConfig
 from mrc.reporting import Reporter
+from mrc.report import write_report
 from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
 from mrc.train_data import TrainFile, load_train_data, parse_train_file, read_train_examples
@@ -335,7 +336,6 @@ def model_card_info(cfg: TrainConfig, model_folder: Path, evaluator: Evaluator |
 def write_run_report(out: Path, report: Reporter) -> None:
     """report.html at the end of a run, when the [report] extra (matplotlib) is installed."""
     try:
-        from mrc.report import write_report  # optional dependency: mrc.report needs matplotlib
         path = write_report(out)
     except MRCError as e:
         report.say(f"[yellow]report.html not written: {e}[/]")
