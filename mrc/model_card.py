@@ -136,7 +136,8 @@ def render_card(info: CardInfo, *, label: str | None, role: str, folder_name: st
     parts += [
         "## How to use\n",
         "With this repository:\n",
-        f"```bash\npython predict.py --model {folder_name} --predict_file questions.json --output_dir out\n```\n",
+        f"```bash\npython predict.py --model {shlex.quote(folder_name)} --input questions.json --output preds/\n"
+        f"python predict.py --model {shlex.quote(folder_name)} --question \"...\" --context \"...\"\n```\n",
         "With `transformers` (the folder is an ordinary `ElectraForQuestionAnswering` / "
         "`BertForQuestionAnswering` checkpoint):\n",
         "```python\nfrom transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline\n\n"

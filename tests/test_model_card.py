@@ -87,3 +87,17 @@ def test_the_base_model_id_and_license_come_from_the_base_folder(koelectra_folde
 def test_dataset_names_and_splits(path, max_samples, hub_id, split):
     ref = DatasetRef.of(path, max_samples)
     assert (ref.hub_id, ref.split) == (hub_id, split)
+
+
+def test_the_card_predict_commands_parse_with_predict_py(unattended_run):
+    from mrc.config import parse_config
+    from mrc.predict import PredictConfig
+
+    _, body = card(unattended_run)
+    lines = body.split("```bash\n")[1].split("\n```")[0].splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:2] == ["python", "predict.py"]
+        cfg = parse_config(PredictConfig, argv[2:], description="")
+        assert Path(cfg.model) == unattended_run
