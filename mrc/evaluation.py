@@ -29,7 +29,7 @@ from mrc.metrics import evaluate
 from mrc.precision import PrecisionConfig
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
-from mrc.retention import model_checkpoints
+from mrc.train_state import model_checkpoints
 
 
 @dataclass(frozen=True)

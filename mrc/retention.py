@@ -25,9 +25,8 @@ from mrc.checkpoint import load_model
 from mrc.config import field
 from mrc.errors import MRCError
 from mrc.reporting import Reporter
-from mrc.train_state import CHECKPOINT_PATTERN, TRAINER_STATE, latest_checkpoint
+from mrc.train_state import CHECKPOINT_PATTERN, latest_checkpoint, model_checkpoints
 
-MODEL_FILES = ("config.json", "model.safetensors", TRAINER_STATE)  # what every checkpoint holds
 DELETING_SUFFIX = ".deleting"
 
 
@@ -60,16 +59,6 @@ def check_with_schedule(cfg: CheckpointConfig, *, evaluate_during_training: bool
         raise MRCError(f"--load_best_model_at_end needs every checkpoint evaluated: --save_steps ({save_steps}) "
                        f"must be a positive multiple of --logging_steps ({logging_steps}), which is when "
                        "evaluations run")
-
-
-def model_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Every `checkpoint-<step>` folder holding a complete model (resumable or model-only), by step."""
-    found = []
-    for path in Path(output_dir).glob("checkpoint-*"):
-        match = CHECKPOINT_PATTERN.fullmatch(path.name)
-        if match and path.is_dir() and all((path / name).is_file() for name in MODEL_FILES):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def best_step(scores: dict[str, dict[str, Any]], steps: list[int]) -> int | None:

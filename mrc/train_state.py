@@ -59,6 +59,19 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+MODEL_FILES = ("config.json", "model.safetensors", TRAINER_STATE)  # every checkpoint, --save_only_model's too
+
+
+def model_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Every `checkpoint-<step>` folder holding a complete model (resumable or model-only), by step."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = CHECKPOINT_PATTERN.fullmatch(path.name)
+        if match and path.is_dir() and all((path / name).is_file() for name in MODEL_FILES):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     checkpoints = list_checkpoints(output_dir)
     return checkpoints[-1][1] if checkpoints else None

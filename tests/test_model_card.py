@@ -11,7 +11,7 @@ import pytest
 
 from mrc.config import to_dict
 from mrc.model_card import DatasetRef, hub_id_of, license_of
-from mrc.retention import model_checkpoints
+from mrc.train_state import model_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml")  # PyYAML comes with transformers (the test extra)

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from mrc.errors import MRCError
-from mrc.retention import (DELETING_SUFFIX, MODEL_FILES, CheckpointConfig, best_checkpoint, best_step,
-                           model_checkpoints, rotate_checkpoints, steps_to_delete)
-from mrc.train_state import REQUIRED_FILES, latest_checkpoint
+from mrc.retention import (DELETING_SUFFIX, CheckpointConfig, best_checkpoint, best_step, rotate_checkpoints,
+                           steps_to_delete)
+from mrc.train_state import MODEL_FILES, REQUIRED_FILES, latest_checkpoint, model_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 
