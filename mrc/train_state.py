@@ -169,6 +169,8 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None
     used = out.is_dir() and any(p.name not in early_run_files for p in out.iterdir())
     if used and not overwrite:
         where = "holds no complete checkpoint to resume from" if resume else "is not empty"
+        if resume and model_checkpoints(out):
+            where += " (its checkpoints were saved with --save_only_model: no optimizer state to continue from)"
         raise MRCError(f"--output_dir {out} {where}; pass --overwrite_output_dir to train into it anyway, "
                        f"{'' if resume else '--resume to continue its latest checkpoint, '}"
                        f"or choose another --output_dir")

@@ -160,4 +160,4 @@ def test_save_only_model_checkpoints_predict_but_do_not_resume(unattended_run, t
     assert latest_checkpoint(out) is None
     with pytest.raises(SystemExit) as stop:
         cli.main([*args, "--resume"])
-    assert stop.value.code == 2 and "no complete checkpoint to resume from" in capsys.readouterr().err
+    assert stop.value.code == 2 and "saved with --save_only_model" in capsys.readouterr().err
