@@ -434,7 +434,6 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         scores = evaluator.scores(label)
     if ctx.is_main:
         write_card(out, trainer.card, label=label, role=role, folder_name=str(out))  # now with the final scores
-        for sink in report.sinks:
-            sink.close()
+        report.close_sinks()
         write_run_report(out, report)
     return scores
