@@ -101,3 +101,21 @@ def test_the_card_predict_commands_parse_with_predict_py(unattended_run):
         assert argv[:2] == ["python", "predict.py"]
         cfg = parse_config(PredictConfig, argv[2:], description="")
         assert Path(cfg.model) == unattended_run
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--fp16", "--no-group_by_length", "--learning_rate", "3e-05", "--train_file", "a.json", "b.jsonl:0.5"],
+    ["--bf16", "--save_total_limit", "3", "--save_only_model", "--report_to", "tensorboard", "--neg_ratio", "0.25"],
+    ["--evaluate_during_training", "--predict_file", "dev.json", "--load_best_model_at_end", "--logging_steps", "100",
+     "--save_steps", "200", "--max_seq_length", "384", "--version_2_with_negative", "--max_eval_samples", "7"],
+])
+def test_to_argv_rebuilds_the_same_config(flags):
+    from mrc.config import to_argv
+
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    base = ["--model_name_or_path", "m", "--output_dir", "o", "--do_train"]
+    cfg = cli.parse_args(base + (flags if "--train_file" in flags else [*flags, "--train_file", "t.json"]))
+    assert to_dict(cli.parse_args(to_argv(cfg))) == to_dict(cfg)
