@@ -332,8 +332,9 @@ def write_report(run_dir: Path, out: Path | None = None, *, analysis: Path | Non
     """Write the report of `run_dir` (default RUN_DIR/report.html); returns its path."""
     run = load_run(Path(run_dir), analysis)
     out = Path(out) if out else Path(run_dir) / REPORT
-    if out.resolve().parent == Path(run_dir).resolve() and out.name in {"metrics.jsonl", "eval_results.json",
-                                                                         "training_args.json", ANALYSIS}:
+    inputs = [Path(run_dir) / name for name in ("metrics.jsonl", "eval_results.json", "training_args.json")]
+    inputs.append(Path(analysis) if analysis else Path(run_dir) / ANALYSIS)
+    if out.resolve() in {p.resolve() for p in inputs}:
         raise MRCError(f"--out {out} is one of the report's inputs; choose another file")
     if not overwrite and out.exists():
         raise MRCError(f"{out} already exists; pass --overwrite to replace it, or --out another file")

@@ -211,6 +211,7 @@ def test_train_py_wrote_the_report_of_its_run(unattended_run):
     ("missing", "no such folder"),
     ("empty", "no metrics.jsonl, eval_results.json or training_args.json"),
     ("input as output", "is one of the report's inputs"),
+    ("analysis as output", "is one of the report's inputs"),
     ("exists", "already exists; pass --overwrite"),
     ("bad json", "eval_results.json: not valid JSON at line 1"),
 ])
@@ -219,10 +220,13 @@ def test_bad_report_requests_give_one_error_line_and_write_nothing(case, message
     argv = [str(run)]
     if case != "missing":
         run.mkdir()
-    if case in ("input as output", "exists", "bad json"):
+    if case in ("input as output", "analysis as output", "exists", "bad json"):
         (run / "metrics.jsonl").write_text('{"step": 1, "epoch": 0.1, "loss": 2.0}\n')
     if case == "input as output":
         argv += ["--out", str(run / "metrics.jsonl")]
+    if case == "analysis as output":
+        (tmp_path / "a.json").write_text('{"breakdowns": []}')
+        argv += ["--analysis", str(tmp_path / "a.json"), "--out", str(tmp_path / "a.json")]
     if case == "exists":
         (run / REPORT).write_text("mine")
     if case == "bad json":
@@ -232,6 +236,7 @@ def test_bad_report_requests_give_one_error_line_and_write_nothing(case, message
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
     assert case == "exists" and (run / REPORT).read_text() == "mine" or not (run / REPORT).exists()
+    assert case != "analysis as output" or (tmp_path / "a.json").read_text() == '{"breakdowns": []}'
 
 
 def test_without_matplotlib_the_command_says_how_to_install_it(tmp_path, monkeypatch, capsys):
