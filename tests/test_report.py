@@ -247,3 +247,17 @@ def test_without_matplotlib_the_command_says_how_to_install_it(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         main([str(run)])
     assert "the report needs matplotlib" in capsys.readouterr().err and not (run / REPORT).exists()
+
+
+def test_train_py_without_matplotlib_says_how_to_get_the_report(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from mrc.dist import DistContext
+    from mrc.reporting import Reporter
+    from mrc.train import write_run_report
+
+    run = make_run(tmp_path / "run", epochs=1, steps_per_epoch=10, log_every=5, evaluated=False, analysis=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    write_run_report(run, Reporter(DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))))
+    err = capsys.readouterr().err
+    assert "report.html not written" in err and "pip install -e '.[report]'" in err and not (run / REPORT).exists()
