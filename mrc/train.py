@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from mrc import dist, tensorboard
@@ -338,7 +339,7 @@ def write_run_report(out: Path, report: Reporter) -> None:
     try:
         path = write_report(out)
     except MRCError as e:
-        report.say(f"[yellow]report.html not written: {e}[/]")
+        report.say(f"[yellow]report.html not written: {escape(str(e))}[/]")  # escape: '.[report]' is no markup
         return
     report.say(f"report written to {path}")
 
