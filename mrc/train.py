@@ -39,8 +39,8 @@ from mrc.report import write_report
 from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
 from mrc.train_data import TrainFile, load_train_data, parse_train_file, read_train_examples
-from mrc.train_state import (Trainer, checkpoint_dir, decide_start, latest_checkpoint, read_progress, resume,
-                             save_checkpoint, save_final_model)
+from mrc.train_state import (Trainer, checkpoint_dir, decide_start, latest_checkpoint, read_progress,
+                             refresh_checkpoint_cards, resume, save_checkpoint, save_final_model)
 
 MODEL_TYPES = ("electra", "bert")
 
@@ -435,6 +435,8 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         scores = evaluator.scores(label)
     if ctx.is_main:
         write_card(out, trainer.card, label=label, role=role, folder_name=str(out))  # now with the final scores
+        if cfg.eval_all_checkpoints:
+            refresh_checkpoint_cards(out, trainer.card)
         report.close_sinks()
         write_run_report(out, report)
     return scores

@@ -258,11 +258,23 @@ def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext,
             writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
                                            scaler=trainer.scaler, progress=progress, rng_states=rng_states,
                                            write_args=trainer.write_args)
-        role = (f"the checkpoint of step {progress.step}" + (" (model only: --save_only_model, not resumable)"
-                                                               if model_only else ", with the state --resume needs"))
         save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder,
-                   extra_writer=with_card(writer, trainer, label=str(progress.step), role=role, folder=folder))
+                   extra_writer=with_card(writer, trainer, label=str(progress.step),
+                                          role=checkpoint_role(progress.step, model_only), folder=folder))
     dist.barrier(ctx)
+
+
+def checkpoint_role(step: int, model_only: bool) -> str:
+    """What a checkpoint folder is, in its model card."""
+    return f"the checkpoint of step {step}" + (" (model only: --save_only_model, not resumable)" if model_only
+                                               else ", with the state --resume needs")
+
+
+def refresh_checkpoint_cards(out: Path, card: CardInfo) -> None:
+    """Rewrite the card of every checkpoint in `out` (rank 0): scores added since it was saved show up."""
+    for step, folder in model_checkpoints(out):
+        write_card(folder, card, label=str(step), role=checkpoint_role(step, not (folder / OPTIMIZER).is_file()),
+                   folder_name=str(folder))
 
 
 def model_only_writer(progress: Progress, write_args: Callable[[Path], None]) -> Callable[[Path], None]:

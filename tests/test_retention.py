@@ -136,8 +136,8 @@ def test_a_long_run_ends_with_exactly_the_promised_checkpoints(unattended_run):
     assert results["best"] == str(best)
 
 
-def test_save_only_model_checkpoints_predict_but_do_not_resume(unattended_run, tmp_path, korquad_train_subset,
-                                                               capsys):
+def test_save_only_model_checkpoints_evaluate_but_do_not_resume(unattended_run, tmp_path, korquad_train_subset,
+                                                                korquad_dev, capsys):
     spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
@@ -146,7 +146,8 @@ def test_save_only_model_checkpoints_predict_but_do_not_resume(unattended_run, t
             "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,
             "--max_train_samples", "24", "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32",
             "--per_gpu_train_batch_size", "8", "--max_steps", "4", "--logging_steps", "2", "--save_steps", "2",
-            "--save_total_limit", "1", "--save_only_model", "--cache_dir", str(tmp_path / "cache")]
+            "--save_total_limit", "1", "--save_only_model", "--cache_dir", str(tmp_path / "cache"),
+            "--do_eval", "--eval_all_checkpoints", "--predict_file", str(korquad_dev), "--max_eval_samples", "5"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -158,6 +159,9 @@ def test_save_only_model_checkpoints_predict_but_do_not_resume(unattended_run, t
     assert {"model.safetensors", "config.json", "trainer_state.json", "README.md"} <= names
     assert not names & {"optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pt"}
     assert latest_checkpoint(out) is None
+    f1 = json.loads((out / "eval_results.json").read_text())["4"]["f1"]  # scored at the end, card rewritten
+    card = (out / "checkpoint-4" / "README.md").read_text()
+    assert f"    - type: f1\n      value: {round(f1, 2)}\n" in card and "not resumable" in card
     with pytest.raises(SystemExit) as stop:
         cli.main([*args, "--resume"])
     assert stop.value.code == 2 and "saved with --save_only_model" in capsys.readouterr().err
