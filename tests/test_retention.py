@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,12 @@ def test_save_only_model_checkpoints_evaluate_but_do_not_resume(unattended_run, 
     with pytest.raises(SystemExit) as stop:
         cli.main([*args, "--resume"])
     assert stop.value.code == 2 and "saved with --save_only_model" in capsys.readouterr().err
+
+
+def test_every_file_the_run_saved_has_the_modes_the_umask_gives(unattended_run):
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in unattended_run.rglob("*") if p.is_file()]
+    assert {"model.safetensors", "optimizer.pt", "README.md", "metrics.jsonl"} <= {p.name for p in files}
+    assert {str(p.relative_to(unattended_run)): p.stat().st_mode & 0o777 for p in files} == \
+        {str(p.relative_to(unattended_run)): 0o666 & ~umask for p in files}
