@@ -139,12 +139,17 @@ def render_card(info: CardInfo, *, label: str | None, role: str, folder_name: st
         f"```bash\npython predict.py --model {shlex.quote(folder_name)} --input questions.json --output preds/\n"
         f"python predict.py --model {shlex.quote(folder_name)} --question \"...\" --context \"...\"\n```\n",
         "With `transformers` (the folder is an ordinary `ElectraForQuestionAnswering` / "
-        "`BertForQuestionAnswering` checkpoint):\n",
-        "```python\nfrom transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline\n\n"
-        f"model = AutoModelForQuestionAnswering.from_pretrained({_q(folder_name)})\n"
+        "`BertForQuestionAnswering` checkpoint; this takes the best single span of one window, where "
+        "predict.py searches every window of a long context):\n",
+        "```python\nimport torch\nfrom transformers import AutoModelForQuestionAnswering, AutoTokenizer\n\n"
+        f"model = AutoModelForQuestionAnswering.from_pretrained({_q(folder_name)}).eval()\n"
         f"tokenizer = AutoTokenizer.from_pretrained({_q(folder_name)})\n"
-        "qa = pipeline(\"question-answering\", model=model, tokenizer=tokenizer)\n"
-        "qa(question=\"...\", context=\"...\")\n```\n",
+        "question, context = \"...\", \"...\"\n"
+        "inputs = tokenizer(question, context, return_tensors=\"pt\", truncation=\"only_second\", max_length=512)\n"
+        "with torch.no_grad():\n    out = model(**inputs)\n"
+        "start = int(out.start_logits[0].argmax())\n"
+        "end = start + int(out.end_logits[0, start:start + 30].argmax())\n"
+        "print(tokenizer.decode(inputs[\"input_ids\"][0, start:end + 1]))\n```\n",
         "## Training\n",
         f"Reproduce it ({info.world_size} process(es); the global batch is "
         f"{args.get('per_gpu_train_batch_size')} x {args.get('gradient_accumulation_steps')} x {info.world_size} "

@@ -119,3 +119,13 @@ def test_to_argv_rebuilds_the_same_config(flags):
     base = ["--model_name_or_path", "m", "--output_dir", "o", "--do_train"]
     cfg = cli.parse_args(base + (flags if "--train_file" in flags else [*flags, "--train_file", "t.json"]))
     assert to_dict(cli.parse_args(to_argv(cfg))) == to_dict(cfg)
+
+
+def test_the_card_transformers_snippet_runs(unattended_run, capsys):
+    pytest.importorskip("transformers")
+    _, body = card(unattended_run)
+    snippet = body.split("```python\n")[1].split("\n```")[0]
+    context = "1989년 2월 15일 여의도 농민 폭력 시위를 주도한 혐의로 지명수배되었다."
+    exec(snippet.replace('"...", "..."', f'"언제 지명수배되었나?", "{context}"'), {})
+    printed = capsys.readouterr().out
+    assert printed.endswith("\n") and printed.count("\n") == 1  # one decoded span (the model is untrained)
