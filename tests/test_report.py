@@ -261,3 +261,18 @@ def test_train_py_without_matplotlib_says_how_to_get_the_report(tmp_path, monkey
     write_run_report(run, Reporter(DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))))
     err = capsys.readouterr().err
     assert "report.html not written" in err and "pip install -e '.[report]'" in err and not (run / REPORT).exists()
+
+
+@pytest.mark.parametrize("fonts", ["installed", "none"])
+def test_question_word_charts_never_draw_missing_glyphs(fonts, tmp_path, monkeypatch):
+    import warnings
+
+    import mrc.report
+
+    if fonts == "none":
+        monkeypatch.setattr(mrc.report, "HANGUL_FONTS", ())  # as on a server without a Hangul font
+    run = make_run(tmp_path / "run", epochs=1, steps_per_epoch=10, log_every=5, evaluated=False, analysis=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_report(run)
+    assert not [w for w in caught if "missing from font" in str(w.message) or "Glyph" in str(w.message)]
