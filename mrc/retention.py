@@ -55,7 +55,7 @@ def check_with_schedule(cfg: CheckpointConfig, *, evaluate_during_training: bool
     if not evaluate_during_training:
         raise MRCError("--load_best_model_at_end picks the checkpoint with the best dev F1; add "
                        "--evaluate_during_training and --predict_file so checkpoints are scored")
-    if save_steps <= 0 or save_steps % logging_steps != 0:
+    if logging_steps <= 0 or save_steps <= 0 or save_steps % logging_steps != 0:
         raise MRCError(f"--load_best_model_at_end needs every checkpoint evaluated: --save_steps ({save_steps}) "
                        f"must be a positive multiple of --logging_steps ({logging_steps}), which is when "
                        "evaluations run")
