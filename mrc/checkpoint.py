@@ -10,7 +10,6 @@ Write: an HF-compatible folder that `transformers.AutoModelForQuestionAnswering`
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -68,8 +67,6 @@ ARCHITECTURES = {"electra": "ElectraForQuestionAnswering", "bert": "BertForQuest
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
-# Hub ids `python -m mrc.download` knows, and the name it takes for each.
-DOWNLOADABLE = {"monologg/koelectra-base-v3-discriminator": "koelectra-base-v3"}
 
 
 def key_table(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str, ...]]:
@@ -88,163 +85,19 @@ def key_table(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str, ...]]:
 # Finding the folder
 
 
-def hub_cache_dir() -> Path:
-    """The local Hugging Face hub cache, honouring HF_HUB_CACHE, HF_HOME and XDG_CACHE_HOME."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return cache / "huggingface" / "hub"
+def resolve_model_folder(folder: str | Path) -> Path:
+    """`folder` as a Path when it is a model folder on disk; an MRCError saying what to pass otherwise.
 
-
-def find_in_hub_cache(hub_id: str) -> Path | None:
-    """The snapshot folder of `hub_id` in the local hub cache (the `main` ref first), or None."""
-    repo = hub_cache_dir() / ("models--" + hub_id.replace("/", "--"))
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        snapshot = repo / "snapshots" / ref.read_text().strip()
-        if (snapshot / "config.json").is_file():
-            return snapshot
-    snapshots = [s for s in (repo / "snapshots").glob("*") if (s / "config.json").is_file()]
-    return max(snapshots, key=lambda s: s.stat().st_mtime) if snapshots else None
-
-
-def looks_like_hub_id(name: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
-
-
-def resolve_model_folder(name_or_path: str | Path) -> Path:
-    """A local model folder for `--model_name_or_path`: the folder itself, or a hub id's snapshot in
-    the local HF cache. Nothing is downloaded; a hub id that is not cached is an MRCError saying how
-    to fetch it."""
-    path = Path(name_or_path).expanduser()
+    Hub ids are turned into folders before loading, by `mrc.hub.resolve_model`.
+    """
+    path = Path(folder).expanduser()
     if path.is_dir():
         return path
     if path.exists():
-        raise MRCError(f"--model_name_or_path {name_or_path} is a file; pass the folder that holds config.json "
-                       "and the weights")
-    name = str(name_or_path)
-    if looks_like_hub_id(name):
-        cached = find_in_hub_cache(name)
-        if cached is not None:
-            return cached
-    raise MRCError(missing_model_message(name))
-
-
-def missing_model_message(name: str) -> str:
-    """What to do when `name` is neither a local folder nor a hub id in the HF cache."""
-    cache = hub_cache_dir()
-    known = {hub_id.split("/")[-1]: hub_id for hub_id in DOWNLOADABLE}
-    hub_id = name if name in DOWNLOADABLE else known.get(Path(name).name)
-    if hub_id is not None:
-        from mrc.download import BUNDLES  # the downloader owns where it puts the files
-
-        bundle = BUNDLES[DOWNLOADABLE[hub_id]]
-        return (f"--model_name_or_path {name} is not a local folder and not in the Hugging Face cache ({cache}); "
-                f"this trainer never downloads during a run. Fetch the files once with "
-                f"`python -m mrc.download {bundle.name}` (it writes {bundle.default_dir}; --dir DIR puts them in "
-                f"DIR instead), then pass --model_name_or_path {bundle.default_dir}.")
-    if looks_like_hub_id(name):
-        return (f"--model_name_or_path {name}: no such folder, and no hub model of that name in the Hugging Face "
-                f"cache ({cache}). If it is a folder, check the path. If it is a hub id, this trainer never "
-                f"downloads during a run: download config.json, model.safetensors (or pytorch_model.bin), vocab.txt "
-                f"and tokenizer_config.json from https://huggingface.co/{name} into a folder and pass that folder.")
-    return (f"--model_name_or_path {name}: no such folder. Pass a folder holding config.json and "
-            f"model.safetensors or pytorch_model.bin (plus vocab.txt and tokenizer_config.json).")
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-
-
-def read_model_config(folder: Path) -> ModelConfig:
-    """ModelConfig from `folder/config.json`."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise MRCError(f"{folder} has no config.json; a model folder needs config.json and the weights "
-                       f"({' or '.join(WEIGHT_FILES)})")
-    return ModelConfig.from_hf(read_json_object(path), where=str(path))
-
-
-def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    """One safetensors or PyTorch file -> {name: tensor} on CPU."""
-    try:
-        if path.suffix == ".safetensors":
-            return load_safetensors(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any reader failure means the same thing to the user: a bad file
-        raise MRCError(f"{path}: cannot read the weights ({type(e).__name__}: {e}); "
-                       "download the file again") from None
-
-
-def read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
-    """Every shard named by an HF `*.index.json` weight map, merged."""
-    try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise MRCError(f"{index_path}: not an HF shard index with a weight_map ({e})") from None
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = index_path.parent / shard
-        if not shard_path.is_file():
-            raise MRCError(f"{index_path} names shard {shard}, which is missing from {index_path.parent}")
-        state.update(read_weight_file(shard_path))
-    return state
-
-
-def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """The HF state dict of `folder` and the file it came from (safetensors preferred)."""
-    for name in WEIGHT_FILES:
-        path = Path(folder) / name
-        if path.is_file():
-            return (read_sharded(path) if name.endswith(".index.json") else read_weight_file(path)), path
-    others = sorted(p.name for p in Path(folder).glob("*") if p.suffix in (".h5", ".msgpack", ".ckpt"))
-    hint = f" It holds {', '.join(others)}, which are TensorFlow/Flax weights; convert them to PyTorch." if others else ""
-    raise MRCError(f"{folder} has no weights: looked for {', '.join(WEIGHT_FILES)}.{hint}")
-
-
-def encoder_prefix(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, source: Path) -> str:
-    """"electra." / "bert." for task and pre-training checkpoints, "" for a bare encoder."""
-    if any(k.startswith(cfg.model_type + ".") for k in hf_state):
-        return cfg.model_type + "."
-    if "embeddings.word_embeddings.weight" in hf_state:
-        return ""
-    raise MRCError(f"{source}: no {cfg.model_type}.* encoder weights found (config.json says model_type "
-                   f"{cfg.model_type!r}); is this the right folder?")
-
-
-def list_names(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def hf_to_ours(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, source: Path
-               ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Map an HF state dict through the key table: (our state dict, missing HF names, unexpected HF names).
-
-    Missing encoder weights are an error (training on a random encoder would look like a run that
-    merely scores badly); a missing QA head is expected for pre-training checkpoints.
-    """
-    table = key_table(cfg, encoder_prefix(hf_state, cfg, source))
-    ours: dict[str, torch.Tensor] = {}
-    missing: list[str] = []
-    for name, hf_names in table.items():
-        absent = [h for h in hf_names if h not in hf_state]
-        if absent:
-            missing.extend(absent)
-            continue
-        ours[name] = torch.cat([hf_state[h] for h in hf_names]) if len(hf_names) > 1 else hf_state[hf_names[0]]
-    used = {h for hf_names in table.values() for h in hf_names}
-    unexpected = sorted(k for k in hf_state if k not in used and not IGNORED_HF_KEYS.search(k))
-    head = {h for hf_names in HEAD_KEYS.values() for h in hf_names}
-    encoder_missing = [m for m in missing if m not in head]
-    if encoder_missing:
-        raise MRCError(f"{source}: encoder weights missing for config.json's shape "
-                       f"({cfg.num_hidden_layers} layers): {list_names(encoder_missing)}; "
-                       "check that config.json belongs to these weights")
-    return ours, missing, unexpected
+        raise MRCError(f"{folder} is a file; pass the folder that holds config.json and the weights")
+    raise MRCError(f"{folder}: no such folder. Pass a folder holding config.json and model.safetensors or "
+                   "pytorch_model.bin (plus vocab.txt and tokenizer_config.json); a hub id is resolved to its "
+                   "folder with mrc.hub.resolve_model first")
 
 
 def check_shapes(model: ElectraForQA, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -261,7 +114,7 @@ def stderr_line(line: str) -> None:
 
 def load_model(folder: str | Path, *,
                report: Callable[[str], None] | None = stderr_line) -> tuple[ElectraForQA, ModelConfig]:
-    """Load an HF ELECTRA/BERT folder (or a cached hub id) as (ElectraForQA on CPU, float32, its config).
+    """Load an HF ELECTRA/BERT folder as (ElectraForQA on CPU, float32, its config).
 
     Weights missing from the checkpoint may only be the QA head, which then keeps the fresh
     normal(0, initializer_range) initialisation; `report` gets one line naming missing and
