@@ -78,7 +78,7 @@ def train_args(model: Path, out: Path, train_file: Path, cache: Path, *extra: st
     return ["--model_type", "electra", "--model_name_or_path", str(model), "--output_dir", str(out),
             "--data_dir", str(train_file.parent), "--train_file", train_file.name, "--do_train",
             "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32", "--seed", "7",
-            "--cache_dir", str(cache), *extra]
+            "--features_cache_dir", str(cache), *extra]
 
 
 def run_train_py(args: list[str], *, prefix: list[str] | None = None,
@@ -422,7 +422,7 @@ def test_non_empty_output_dir_is_refused(tiny_model, korquad_train_subset, cache
 def test_unanswerable_questions_train_toward_cls_only_with_v2(v2, tiny_model, klue_train, cache_dir, tmp_path):
     cfg = cli().parse_args(["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path), "--do_train",
                             "--train_file", str(klue_train), "--max_seq_length", "128", "--doc_stride", "48",
-                            "--cache_dir", str(cache_dir)] + (["--version_2_with_negative"] if v2 else []))
+                            "--features_cache_dir", str(cache_dir)] + (["--version_2_with_negative"] if v2 else []))
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     report = Reporter(ctx)
     examples, file_of = read_train_examples(cfg.train_files, report, with_unanswerable=v2, max_samples=None,
