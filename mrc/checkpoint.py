@@ -100,6 +100,98 @@ def resolve_model_folder(folder: str | Path) -> Path:
                    "folder with mrc.hub.resolve_model first")
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_model_config(folder: Path) -> ModelConfig:
+    """ModelConfig from `folder/config.json`."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise MRCError(f"{folder} has no config.json; a model folder needs config.json and the weights "
+                       f"({' or '.join(WEIGHT_FILES)})")
+    return ModelConfig.from_hf(read_json_object(path), where=str(path))
+
+
+def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors or PyTorch file -> {name: tensor} on CPU."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_safetensors(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any reader failure means the same thing to the user: a bad file
+        raise MRCError(f"{path}: cannot read the weights ({type(e).__name__}: {e}); "
+                       "download the file again") from None
+
+
+def read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
+    """Every shard named by an HF `*.index.json` weight map, merged."""
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise MRCError(f"{index_path}: not an HF shard index with a weight_map ({e})") from None
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_path.parent / shard
+        if not shard_path.is_file():
+            raise MRCError(f"{index_path} names shard {shard}, which is missing from {index_path.parent}")
+        state.update(read_weight_file(shard_path))
+    return state
+
+
+def read_hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The HF state dict of `folder` and the file it came from (safetensors preferred)."""
+    for name in WEIGHT_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            return (read_sharded(path) if name.endswith(".index.json") else read_weight_file(path)), path
+    others = sorted(p.name for p in Path(folder).glob("*") if p.suffix in (".h5", ".msgpack", ".ckpt"))
+    hint = f" It holds {', '.join(others)}, which are TensorFlow/Flax weights; convert them to PyTorch." if others else ""
+    raise MRCError(f"{folder} has no weights: looked for {', '.join(WEIGHT_FILES)}.{hint}")
+
+
+def encoder_prefix(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, source: Path) -> str:
+    """"electra." / "bert." for task and pre-training checkpoints, "" for a bare encoder."""
+    if any(k.startswith(cfg.model_type + ".") for k in hf_state):
+        return cfg.model_type + "."
+    if "embeddings.word_embeddings.weight" in hf_state:
+        return ""
+    raise MRCError(f"{source}: no {cfg.model_type}.* encoder weights found (config.json says model_type "
+                   f"{cfg.model_type!r}); is this the right folder?")
+
+
+def list_names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def hf_to_ours(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, source: Path
+               ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Map an HF state dict through the key table: (our state dict, missing HF names, unexpected HF names).
+
+    Missing encoder weights are an error (training on a random encoder would look like a run that
+    merely scores badly); a missing QA head is expected for pre-training checkpoints.
+    """
+    table = key_table(cfg, encoder_prefix(hf_state, cfg, source))
+    ours: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+    for name, hf_names in table.items():
+        absent = [h for h in hf_names if h not in hf_state]
+        if absent:
+            missing.extend(absent)
+            continue
+        ours[name] = torch.cat([hf_state[h] for h in hf_names]) if len(hf_names) > 1 else hf_state[hf_names[0]]
+    used = {h for hf_names in table.values() for h in hf_names}
+    unexpected = sorted(k for k in hf_state if k not in used and not IGNORED_HF_KEYS.search(k))
+    head = {h for hf_names in HEAD_KEYS.values() for h in hf_names}
+    encoder_missing = [m for m in missing if m not in head]
+    if encoder_missing:
+        raise MRCError(f"{source}: encoder weights missing for config.json's shape "
+                       f"({cfg.num_hidden_layers} layers): {list_names(encoder_missing)}; "
+                       "check that config.json belongs to these weights")
+    return ours, missing, unexpected
+
+
 def check_shapes(model: ElectraForQA, state: dict[str, torch.Tensor], source: Path) -> None:
     expected = model.state_dict()
     for name, tensor in state.items():
