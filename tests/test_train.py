@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,6 +241,56 @@ def test_resume_after_sigkill_is_bit_identical(tiny_model_dropout, korquad_train
     logged = [(e["step"], e["loss"]) for e in metrics(resumed)]  # each step logged once, across both runs
     assert logged == [(e["step"], e["loss"]) for e in metrics(straight)]
     assert [step for step, _ in logged] == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.parametrize("into", ["its own output_dir", "a new output_dir"])
+def test_resume_from_checkpoint_continues_that_step_exactly(into, tiny_model_dropout, korquad_train_subset,
+                                                            cache_dir, tmp_path, one_thread, capsys):
+    """The seed's idiom (continue from a checkpoint folder) as --resume_from_checkpoint, from any checkpoint."""
+    common = ["--per_gpu_train_batch_size", "4", "--learning_rate", "1e-3", "--max_steps", "6", "--logging_steps", "2",
+              "--save_steps", "2", "--max_train_samples", "6"]
+    straight = tmp_path / "straight"
+    cli().main(train_args(tiny_model_dropout, straight, korquad_train_subset, cache_dir, *common))
+    expected = weights(straight)
+    out = straight if into == "its own output_dir" else tmp_path / "continued"
+    capsys.readouterr()
+    cli().main(train_args(tiny_model_dropout, out, korquad_train_subset, cache_dir, *common,
+                          "--resume_from_checkpoint", str(straight / "checkpoint-2")))
+    assert f"resumed from {straight / 'checkpoint-2'} at step 2" in capsys.readouterr().err
+    assert max_difference(weights(out), expected) == 0
+    # Its own metrics.jsonl keeps the steps up to the checkpoint and logs the rest once; a new folder logs what it ran.
+    assert [e["step"] for e in metrics(out)] == ([2, 4, 6] if out == straight else [4, 6])
+
+
+def test_a_checkpoint_given_as_the_model_starts_a_new_run_and_says_how_to_continue(
+        tiny_model, korquad_train_subset, cache_dir, tmp_path, one_thread, capsys):
+    run = tmp_path / "run"
+    cli().main(train_args(tiny_model, run, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size", "4",
+                          "--max_steps", "2", "--save_steps", "2", "--max_train_samples", "6"))
+    capsys.readouterr()
+    fresh = tmp_path / "fresh"
+    cli().main(train_args(run / "checkpoint-2", fresh, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size",
+                          "4", "--max_steps", "1", "--logging_steps", "1", "--max_train_samples", "6"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is a training checkpoint (step 2): this starts a new run from its weights at step 0" in err
+    assert f"--resume_from_checkpoint {run / 'checkpoint-2'}" in err
+    assert [e["step"] for e in metrics(fresh)] == [1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--resume_from_checkpoint", "nowhere"], "--resume_from_checkpoint nowhere: no such folder"),
+    (["--resume_from_checkpoint", "{model}"], "not a complete training checkpoint .*optimizer.pt"),
+    (["--resume_from_checkpoint", "{model}", "--resume"], "without --resume"),
+])
+def test_resume_from_checkpoint_refuses_what_it_cannot_continue(extra, message, tiny_model, korquad_train_subset,
+                                                                cache_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        cli().main(train_args(tiny_model, out, korquad_train_subset, cache_dir,
+                              *[a.format(model=tiny_model) for a in extra]))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and re.search(message, " ".join(err.split())) and "Traceback" not in err
+    assert not out.exists()
 
 
 INTERRUPT_AT_STEP = """
