@@ -157,6 +157,14 @@ def check_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def only_a_failed_start(out: Path) -> bool:
+    """`out` holds only what a run writes as training starts (its flags, no logged step): the run
+    failed before its first step was logged, so the same command may start over there."""
+    files = {p.name: p for p in out.iterdir()}
+    return set(files) <= {"training_args.json", "metrics.jsonl"} and (
+        "metrics.jsonl" not in files or files["metrics.jsonl"].stat().st_size == 0)
+
+
 def check_output_dir(out: Path, *, resume: bool, overwrite: bool, checkpoint: Path | None = None) -> Path | None:
     """The checkpoint to resume from (None = start fresh); refuses to train into a used folder.
 
@@ -175,7 +183,7 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool, checkpoint: Pa
             return found
     continuing = resume or checkpoint is not None
     early_run_files = {"training_args.json", "metrics.jsonl"} if continuing else set()
-    used = out.is_dir() and any(p.name not in early_run_files for p in out.iterdir())
+    used = out.is_dir() and not only_a_failed_start(out) and any(p.name not in early_run_files for p in out.iterdir())
     if used and not overwrite:
         where = ("is not the folder of that checkpoint's run and is not empty" if checkpoint is not None else
                  "holds no complete checkpoint to resume from" if resume else "is not empty")

@@ -243,6 +243,27 @@ def test_resume_after_sigkill_is_bit_identical(tiny_model_dropout, korquad_train
     assert [step for step, _ in logged] == [2, 4, 6, 8, 10, 12]
 
 
+def test_a_run_that_fails_before_its_first_step_can_be_retried_with_the_same_command(
+        tiny_model, korquad_train_subset, cache_dir, tmp_path, monkeypatch, capsys):
+    """A failed start (here the first step fails, as an out-of-memory would) must not block the retry."""
+    import mrc.train as train
+
+    out = tmp_path / "out"
+    args = train_args(tiny_model, out, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size", "4",
+                      "--max_steps", "1", "--max_train_samples", "6")
+
+    def fail(*a, **k):
+        raise MRCError("the first step failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "train_step", fail)
+        with pytest.raises(SystemExit):
+            cli().main(args)
+    assert sorted(p.name for p in out.iterdir()) == ["training_args.json"]
+    cli().main(args)
+    assert (out / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("into", ["its own output_dir", "a new output_dir"])
 def test_resume_from_checkpoint_continues_that_step_exactly(into, tiny_model_dropout, korquad_train_subset,
                                                             cache_dir, tmp_path, one_thread, capsys):
