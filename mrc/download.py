@@ -5,11 +5,11 @@ into the standard HF cache, only the files the trainer reads, honouring HF_ENDPO
 HF_HUB_OFFLINE. `koelectra-base-v3` is pinned to one commit whose files are also checked against
 known sha256 sums; `--dir` copies a model's files into a plain folder as well.
 
-Data sets are not on the Hub: each file streams into `<name>.part` beside its final name and is renamed into place only after
-its size and sha256 match (where they are known), so a final name always holds a verified file.
-An interrupted download resumes from the `.part` file with an HTTP Range request; a server that
-ignores Range sends the whole file again and the `.part` file restarts from zero.
-Data sets need only the standard library's urllib.
+Data sets are not on the Hub: each file streams into `<name>.part` beside its final name and is
+renamed into place only after its size and sha256 match (where they are known), so a final name
+always holds a verified file. An interrupted download resumes from the `.part` file with an HTTP
+Range request; a server that ignores Range sends the whole file again and the `.part` file
+restarts from zero. Data sets need only the standard library's urllib.
 """
 
 from __future__ import annotations
@@ -274,7 +274,8 @@ def download_model(cfg: DownloadConfig, console: Console) -> dict[str, str]:
     known = MODELS.get(cfg.bundle)
     hub_id = known.hub_id if known else cfg.bundle
     revision = cfg.revision or (known.revision if known else None)
-    console.print(f"{hub_id} (revision {revision or 'main'})\n  into the Hugging Face cache {hub_cache_dir(cfg.cache_dir)}")
+    console.print(f"{hub_id} (revision {revision or 'main'})\n"
+                  f"  into the Hugging Face cache {hub_cache_dir(cfg.cache_dir)}")
     folder = resolve_model(hub_id, revision, cfg.cache_dir, flag="model", say=console.print)
     done = {p.name: "in the cache" for p in sorted(folder.iterdir()) if p.is_file()}
     if known and snapshot_commit(folder) == known.revision:

@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -94,8 +95,9 @@ def files_to_fetch(repo_files: list[str]) -> list[str]:
     """
     present = set(repo_files)
     weights: list[str] = []
-    for single, index, shard in (("model.safetensors", "model.safetensors.index.json", r"model-\d+-of-\d+\.safetensors"),
-                                 ("pytorch_model.bin", "pytorch_model.bin.index.json", r"pytorch_model-\d+-of-\d+\.bin")):
+    formats = (("model.safetensors", "model.safetensors.index.json", r"model-\d+-of-\d+\.safetensors"),
+               ("pytorch_model.bin", "pytorch_model.bin.index.json", r"pytorch_model-\d+-of-\d+\.bin"))
+    for single, index, shard in formats:
         if single in present:
             weights = [single]
         elif index in present:
@@ -137,85 +139,113 @@ def token_state() -> str:
             else "no token was sent (HF_TOKEN is unset and there is no stored login)")
 
 
+@dataclass(frozen=True)
+class HubRequest:
+    """One model to fetch, with the settings it is fetched under (for the download and its messages)."""
+
+    hub_id: str
+    revision: str | None
+    cache: Path
+    endpoint: str
+    offline: bool
+    flag: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.hub_id} (revision {self.revision or 'main'}) on {self.endpoint}"
+
+
 def download_model(hub_id: str, revision: str | None = None, cache_dir: str | Path | None = None, *,
                    flag: str = "--model_name_or_path", say: Callable[[str], None] | None = None) -> Path:
-    """The snapshot folder of `hub_id` at `revision` in the hub cache, downloading what is missing.
-
-    With the network up, the revision is resolved on the hub (a branch may have moved) and only
-    missing files are fetched; with it down or HF_HUB_OFFLINE=1, the cached snapshot of the
-    revision is used when complete.
-    """
-    cache = hub_cache_dir(cache_dir)
-    endpoint = hub_endpoint()
-    offline = offline_mode()
-    rev = revision or "main"
-    where = f"{hub_id} (revision {rev}) on {endpoint}"
-    api = HfApi(endpoint=endpoint)
+    """The snapshot folder of `hub_id` at `revision` in the hub cache, downloading what is missing."""
+    request = HubRequest(hub_id, revision, hub_cache_dir(cache_dir), hub_endpoint(), offline_mode(), flag)
     try:
-        pinned = api.resolve_revision(hub_id, revision=revision, cache_dir=cache, local_files_only=offline)
-        folder = cache / f"models--{hub_id.replace('/', '--')}" / "snapshots" / pinned.resolved
-        if not missing_from_folder(folder):
-            return folder
-        if offline:
-            raise LocalEntryNotFoundError(f"the cached snapshot {folder} lacks {', '.join(missing_from_folder(folder))}")
-        try:
-            wanted = files_to_fetch(api.list_repo_files(hub_id, revision=pinned.resolved))
-        except ValueError as e:
-            raise MRCError(f"{flag} {hub_id}: {where} has no {e}, so it is not a model this trainer can load "
-                           "(it reads ELECTRA/BERT folders: config.json plus model.safetensors or "
-                           "pytorch_model.bin); pass another model") from None
-        if say is not None:
-            say(f"downloading {', '.join(wanted)} of {where} into {cache}")
-        folder = Path(snapshot_download(hub_id, revision=pinned, cache_dir=cache, endpoint=endpoint,
-                                        allow_patterns=wanted))
-    except GatedRepoError:
-        raise MRCError(f"{flag} {hub_id}: {where} is a gated model and {token_state()}. Accept its conditions at "
-                       f"{endpoint}/{hub_id} with your account, then log in with `hf auth login` or set HF_TOKEN "
-                       "to a token of that account") from None
-    except RepositoryNotFoundError:
-        local = f"; if you meant a local folder, {Path(hub_id).resolve()} does not exist"
-        raise MRCError(f"{flag} {hub_id}: no model of that name on {endpoint}, or it is private and {token_state()}. "
-                       f"Check the id (spelling, owner/name); for a private model log in with `hf auth login` or set "
-                       f"HF_TOKEN{local}{known_model_hint(hub_id)}") from None
-    except RevisionNotFoundError:
-        raise MRCError(f"--revision {rev}: {hub_id} on {endpoint} has no branch, tag or commit of that name; "
-                       f"see {endpoint}/{hub_id}/tree/main for its branches and commits") from None
-    except HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else "?"
-        advice = ("log in with `hf auth login` or set HF_TOKEN to a token with read access"
-                  if status in (401, 403) else "retry later, or set HF_ENDPOINT to a mirror")
-        raise MRCError(f"{flag} {hub_id}: {endpoint} answered HTTP {status} for {where} ({token_state()}); "
-                       f"{advice}") from None
-    except (RevisionResolutionError, LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
-        raise MRCError(not_cached_message(hub_id, rev, endpoint, cache, offline, flag, e)) from None
-    except httpx2.TransportError as e:
-        raise MRCError(f"{flag} {hub_id}: downloading {where} failed ({type(e).__name__}: {e}). Check the network "
-                       "or proxy, or set HF_ENDPOINT to a mirror you can reach; then run the same command again: "
-                       f"finished files stay in {cache} and are not downloaded twice") from None
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise MRCError(f"{flag} {hub_id}: no space left on the disk of {cache} while downloading {where}. "
-                           "Free some space, or pass --cache_dir (or set HF_HUB_CACHE) to a folder on a disk with "
-                           "room, then run the same command again") from None
-        raise MRCError(f"{flag} {hub_id}: downloading {where} into {cache} failed ({e}); run the same command again, "
-                       "or check that the folder is writable") from None
+        folder = fetch_snapshot(request, say)
+    except (HfHubHTTPError, RevisionResolutionError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+            httpx2.TransportError, OSError) as e:
+        raise MRCError(failure_message(request, e)) from None
     missing = missing_from_folder(folder)
     if missing:
-        raise MRCError(f"{flag} {hub_id}: the snapshot of {where} in {folder} lacks {', '.join(missing)}; "
+        raise MRCError(f"{flag} {hub_id}: the snapshot of {request.where} in {folder} lacks {', '.join(missing)}; "
                        "this is not a model folder this trainer can load")
     return folder
 
 
-def not_cached_message(hub_id: str, rev: str, endpoint: str, cache: Path, offline: bool, flag: str,
-                       error: Exception) -> str:
-    if offline:
-        return (f"{flag} {hub_id}: HF_HUB_OFFLINE=1 and revision {rev} of {hub_id} is not (completely) in the "
-                f"hub cache {cache}. Run once with network access (unset HF_HUB_OFFLINE) to download it, point "
-                f"--cache_dir / HF_HUB_CACHE at the cache that holds it, or pass a local model folder")
+def fetch_snapshot(request: HubRequest, say: Callable[[str], None] | None) -> Path:
+    """The happy path: pin the revision to a commit, then fetch the files that commit's snapshot lacks.
+
+    With the network up the revision is resolved on the hub (a branch may have moved); with it
+    down or HF_HUB_OFFLINE=1, the commit the cache last saw for it is used, when complete.
+    """
+    api = HfApi(endpoint=request.endpoint)
+    pinned = api.resolve_revision(request.hub_id, revision=request.revision, cache_dir=request.cache,
+                                  local_files_only=request.offline)
+    folder = request.cache / f"models--{request.hub_id.replace('/', '--')}" / "snapshots" / pinned.resolved
+    missing = missing_from_folder(folder)
+    if not missing:
+        return folder
+    if request.offline:
+        raise LocalEntryNotFoundError(f"the cached snapshot {folder} lacks {', '.join(missing)}")
+    try:
+        wanted = files_to_fetch(api.list_repo_files(request.hub_id, revision=pinned.resolved))
+    except ValueError as e:
+        raise MRCError(f"{request.flag} {request.hub_id}: {request.where} has no {e}, so it is not a model this "
+                       "trainer can load (it reads ELECTRA/BERT folders: config.json plus model.safetensors or "
+                       "pytorch_model.bin); pass another model") from None
+    if say is not None:
+        say(f"downloading {', '.join(wanted)} of {request.where} into {request.cache}")
+    return Path(snapshot_download(request.hub_id, revision=pinned, cache_dir=request.cache,
+                                  endpoint=request.endpoint, allow_patterns=wanted))
+
+
+def failure_message(request: HubRequest, error: Exception) -> str:
+    """One actionable line for a failed fetch: what happened to which id on which endpoint, what to do.
+
+    Order matters: the hub's HTTP errors are OSErrors too.
+    """
+    head = f"{request.flag} {request.hub_id}"
+    endpoint, hub_id = request.endpoint, request.hub_id
+    if isinstance(error, GatedRepoError):
+        return (f"{head}: {request.where} is a gated model and {token_state()}. Accept its conditions at "
+                f"{endpoint}/{hub_id} with your account, then log in with `hf auth login` or set HF_TOKEN to a "
+                "token of that account")
+    if isinstance(error, RepositoryNotFoundError):
+        return (f"{head}: no model of that name on {endpoint}, or it is private and {token_state()}. Check the id "
+                "(spelling, owner/name); for a private model log in with `hf auth login` or set HF_TOKEN; if you "
+                f"meant a local folder, {Path(hub_id).resolve()} does not exist{known_model_hint(hub_id)}")
+    if isinstance(error, RevisionNotFoundError):
+        return (f"--revision {request.revision}: {hub_id} on {endpoint} has no branch, tag or commit of that name; "
+                f"see {endpoint}/{hub_id}/tree/main for its branches and commits")
+    if isinstance(error, HfHubHTTPError):
+        status = error.response.status_code if error.response is not None else "?"
+        advice = ("log in with `hf auth login` or set HF_TOKEN to a token with read access"
+                  if status in (401, 403) else "retry later, or set HF_ENDPOINT to a mirror")
+        return f"{head}: {endpoint} answered HTTP {status} for {request.where} ({token_state()}); {advice}"
+    if isinstance(error, (RevisionResolutionError, LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        return not_cached_message(request, error)
+    if isinstance(error, httpx2.TransportError):
+        return (f"{head}: downloading {request.where} failed ({type(error).__name__}: {error}). Check the network "
+                "or proxy, or set HF_ENDPOINT to a mirror you can reach; then run the same command again: "
+                f"finished files stay in {request.cache} and are not downloaded twice")
+    if getattr(error, "errno", None) == errno.ENOSPC:
+        return (f"{head}: no space left on the disk of {request.cache} while downloading {request.where}. Free "
+                "some space, or pass --cache_dir (or set HF_HUB_CACHE) to a folder on a disk with room, then run "
+                "the same command again")
+    return (f"{head}: downloading {request.where} into {request.cache} failed ({error}); run the same command "
+            "again, or check that the folder is writable")
+
+
+def not_cached_message(request: HubRequest, error: Exception) -> str:
+    rev = request.revision or "main"
+    head = f"{request.flag} {request.hub_id}"
+    if request.offline:
+        return (f"{head}: HF_HUB_OFFLINE=1 and revision {rev} of {request.hub_id} is not (completely) in the hub "
+                f"cache {request.cache}. Run once with network access (unset HF_HUB_OFFLINE) to download it, point "
+                "--cache_dir / HF_HUB_CACHE at the cache that holds it, or pass a local model folder")
     reason = error.__cause__ or error
-    return (f"{flag} {hub_id}: cannot reach {endpoint} ({type(reason).__name__}: {str(reason).splitlines()[0]}) and "
-            f"revision {rev} of {hub_id} is not in the hub cache {cache}. Check the network or proxy, set HF_ENDPOINT "
-            "to a mirror you can reach, or pass a local model folder")
+    return (f"{head}: cannot reach {request.endpoint} ({type(reason).__name__}: {str(reason).splitlines()[0]}) and "
+            f"revision {rev} of {request.hub_id} is not in the hub cache {request.cache}. Check the network or "
+            "proxy, set HF_ENDPOINT to a mirror you can reach, or pass a local model folder")
 
 
 def known_model_hint(name: str) -> str:

@@ -211,7 +211,8 @@ def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: b
 
 # Flags that do not change the training trajectory: a resume may change them silently.
 TRAJECTORY_NEUTRAL = frozenset({
-    "resume", "resume_from_checkpoint", "overwrite_output_dir", "do_eval", "evaluate_during_training", "eval_all_checkpoints",
+    "resume", "resume_from_checkpoint", "overwrite_output_dir",
+    "do_eval", "evaluate_during_training", "eval_all_checkpoints",
     "per_gpu_eval_batch_size", "max_eval_samples", "predict_file", "logging_steps", "save_steps", "n_best_size",
     "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank", "threads", "dist_timeout",
     "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file",
