@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import torch
 
-from mrc import hub
+from mrc import analysis, download, hub, predict
 from mrc.checkpoint import load_model, save_model
 from mrc.errors import MRCError
 from mrc.model import ElectraForQA, ModelConfig
@@ -403,8 +403,6 @@ def test_files_to_fetch_takes_one_weights_format():
 
 
 def test_predict_and_download_take_a_hub_id(fake_hub, tmp_path, capsys):
-    from mrc import download, predict
-
     answer = predict.run(predict.PredictConfig(model="someone/tiny-electra", question="누가 왔나?",
                                                context="철수가 학교에 왔다.", device="cpu")).answer
     assert answer is not None
@@ -412,6 +410,17 @@ def test_predict_and_download_take_a_hub_id(fake_hub, tmp_path, capsys):
     done = download.main(["koelectra-base-v3", "--revision", "v1", "--dir", str(tmp_path / "plain")])
     assert sorted(done) == ["config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
     assert load_model(tmp_path / "plain", report=None)
+
+
+def test_eval_analyze_measures_lengths_with_a_hub_models_tokenizer(fake_hub, small_korquad, tmp_path, capsys):
+    dev = small_korquad / "KorQuAD_v1.0_dev.json"
+    questions = [qa for article in json.loads(dev.read_text())["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps({qa["id"]: "아니다" for qa in questions[:5]}, ensure_ascii=False))
+    analysis.run(analysis.EvalConfig(dataset=str(dev), predictions=str(predictions), analyze=True,
+                                     model="someone/tiny-electra", revision="v1"), given=frozenset())
+    assert "lengths are counted in characters" not in capsys.readouterr().err
+    assert gets(fake_hub, "vocab.txt") == 1 and (tmp_path / "error_analysis.csv").is_file()
 
 
 def train_cmd(out: Path, data_dir: Path, *extra: str) -> list[str]:
