@@ -424,7 +424,7 @@ def test_eval_analyze_measures_lengths_with_a_hub_models_tokenizer(fake_hub, sma
 
 
 def train_cmd(out: Path, data_dir: Path, *extra: str) -> list[str]:
-    """The README's recipe, with the hub id of the seed (served by the fake hub) and small step counts."""
+    """The README's recipe, literally (the seed's hub id, served by the fake hub); `extra` adds --max_steps etc."""
     return ["--model_type", "electra", "--model_name_or_path", SEED_ID,
             "--output_dir", str(out), "--data_dir", str(data_dir),
             "--train_file", "KorQuAD_v1.0_train.json", "--predict_file", "KorQuAD_v1.0_dev.json",
@@ -432,7 +432,7 @@ def train_cmd(out: Path, data_dir: Path, *extra: str) -> list[str]:
             "--max_seq_length", "512", "--doc_stride", "128", "--max_query_length", "64",
             "--per_gpu_train_batch_size", "16", "--learning_rate", "5e-5", "--num_train_epochs", "3",
             "--n_best_size", "20", "--max_answer_length", "30", "--logging_steps", "1000", "--save_steps", "1000",
-            "--seed", "42", *extra]
+            "--seed", "42", "--fp16", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -475,9 +475,10 @@ def hub_env(state: HubState) -> dict[str, str]:
 
 def test_torchrun_two_ranks_download_once(fake_hub, small_korquad, tmp_path):
     out = tmp_path / "ddp"
-    args = train_cmd(out, small_korquad, "--max_steps", "1", "--no-do_eval", "--no-evaluate_during_training",
-                     "--no-eval_all_checkpoints", "--per_gpu_train_batch_size", "2", "--max_seq_length", "128",
-                     "--doc_stride", "48", "--max_query_length", "32", "--features_cache_dir", str(tmp_path / "w"))
+    args = train_cmd(out, small_korquad, "--max_steps", "1", "--no-fp16", "--no-do_eval",
+                     "--no-evaluate_during_training", "--no-eval_all_checkpoints", "--per_gpu_train_batch_size", "2",
+                     "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32",
+                     "--features_cache_dir", str(tmp_path / "w"))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", str(free_port()), "train.py", *args],
                             cwd=REPO_ROOT, env={**ENV, **hub_env(fake_hub)}, capture_output=True, text=True,
