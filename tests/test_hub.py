@@ -414,7 +414,8 @@ def test_predict_and_download_take_a_hub_id(fake_hub, tmp_path, capsys):
 
 def test_eval_analyze_measures_lengths_with_a_hub_models_tokenizer(fake_hub, small_korquad, tmp_path, capsys):
     dev = small_korquad / "KorQuAD_v1.0_dev.json"
-    questions = [qa for article in json.loads(dev.read_text())["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    articles = json.loads(dev.read_text())["data"]
+    questions = [qa for article in articles for p in article["paragraphs"] for qa in p["qas"]]
     predictions = tmp_path / "predictions.json"
     predictions.write_text(json.dumps({qa["id"]: "아니다" for qa in questions[:5]}, ensure_ascii=False))
     analysis.run(analysis.EvalConfig(dataset=str(dev), predictions=str(predictions), analyze=True,
