@@ -474,12 +474,12 @@ def hub_env(state: HubState) -> dict[str, str]:
     return {"HF_ENDPOINT": state.url, "HF_HUB_CACHE": str(state.cache), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
-def test_torchrun_two_ranks_download_once(fake_hub, small_korquad, tmp_path):
+def test_torchrun_two_ranks_download_once_into_the_seeds_cache_dir(fake_hub, small_korquad, tmp_path):
     out = tmp_path / "ddp"
     args = train_cmd(out, small_korquad, "--max_steps", "1", "--no-fp16", "--no-do_eval",
                      "--no-evaluate_during_training", "--no-eval_all_checkpoints", "--per_gpu_train_batch_size", "2",
                      "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32",
-                     "--features_cache_dir", str(tmp_path / "w"))
+                     "--features_cache_dir", str(tmp_path / "w"), "--cache_dir", str(tmp_path / "seed-cache"))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", str(free_port()), "train.py", *args],
                             cwd=REPO_ROOT, env={**ENV, **hub_env(fake_hub)}, capture_output=True, text=True,
@@ -488,6 +488,9 @@ def test_torchrun_two_ranks_download_once(fake_hub, small_korquad, tmp_path):
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
         assert gets(fake_hub, name) == 1, (name, fake_hub.requests)
     assert gets(fake_hub, "pytorch_model.bin") == 0
+    # --cache_dir as in run_squad.py: where the downloaded model goes, instead of HF_HUB_CACHE
+    assert (tmp_path / "seed-cache" / "models--monologg--koelectra-base-v3-discriminator").is_dir()
+    assert not fake_hub.cache.exists()
     assert (out / "model.safetensors").is_file()
 
 
