@@ -25,6 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 
 from mrc import analysis, download, hub, predict
 from mrc.checkpoint import load_model, save_model
@@ -181,6 +183,19 @@ def tiny_repo_files(vocab_folder: Path, seed: int, tmp: Path) -> dict[str, bytes
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+def sharded(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The same model as a two-shard safetensors checkpoint with its index, as large models are published."""
+    state = safetensors_load(files["model.safetensors"])
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    index = {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    out = {k: v for k, v in files.items() if k != "model.safetensors"}
+    out.update({shard: safetensors_save({k: state[k] for k in keys}) for shard, keys in shards.items()})
+    out["model.safetensors.index.json"] = json.dumps(index).encode()
+    return out
+
+
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory, koelectra_folder) -> dict[str, FakeRepo]:
     tmp = tmp_path_factory.mktemp("hub_repos")
@@ -194,6 +209,7 @@ def repos(tmp_path_factory, koelectra_folder) -> dict[str, FakeRepo]:
         return FakeRepo(commits={c_old: old, c_new: new_with_extras}, refs={"main": c_new, "v1": c_old}, **kwargs)
 
     return {SEED_ID: repo(), "someone/tiny-electra": repo(), GATED_ID: repo(token=TOKEN),
+            "someone/sharded-electra": FakeRepo(commits={c_new: sharded(new)}, refs={"main": c_new}),
             "someone/not-a-model": FakeRepo(commits={c_new: {"README.md": b"# data"}}, refs={"main": c_new})}
 
 
@@ -247,6 +263,15 @@ def test_first_download_then_cache_hit_with_the_server_stopped(fake_hub, repos):
     assert not list(fake_hub.cache.rglob("*.incomplete"))
     fake_hub.stop()
     assert hub.resolve_model("someone/tiny-electra") == folder  # the refs/main of the cache answers
+
+
+def test_a_sharded_model_downloads_every_shard_and_loads(fake_hub, repos):
+    folder = hub.resolve_model("someone/sharded-electra")
+    assert sorted(p.name for p in folder.glob("model*")) == [
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+    whole, _ = load_model(hub.resolve_model("someone/tiny-electra"), report=None)
+    parts, _ = load_model(folder, report=None)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), parts.state_dict().values()))
 
 
 @pytest.mark.parametrize("revision", ["v1", "old commit", "main", None])
