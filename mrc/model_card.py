@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrc.checkpoint import DOWNLOADABLE, looks_like_hub_id
+from mrc.hub import KNOWN_MODELS, looks_like_hub_id
 from mrc.io import atomic_write_text
 
 CARD = "README.md"
@@ -67,7 +67,7 @@ def hub_id_of(name_or_path: str, folder: Path) -> str | None:
     match = re.search(r"models--([^/]+)--([^/]+)/snapshots/", str(Path(folder).resolve()))
     if match:
         return f"{match.group(1)}/{match.group(2)}"
-    known = {hub_id.split("/")[-1]: hub_id for hub_id in DOWNLOADABLE}
+    known = {hub_id.split("/")[-1]: hub_id for hub_id in KNOWN_MODELS}
     return known.get(Path(folder).resolve().name)
 
 

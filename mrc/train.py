@@ -24,11 +24,12 @@ from torch import nn
 
 from mrc import dist, tensorboard
 from mrc.batching import collate
-from mrc.checkpoint import load_model, resolve_model_folder
+from mrc.checkpoint import load_model
 from mrc.config import field, print_config, section, to_argv, to_dict
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
+from mrc.hub import resolve_model, snapshot_commit
 from mrc.store import WindowConfig
 from mrc.loss import qa_loss
 from mrc.model_card import CardInfo, DatasetRef, hub_id_of, license_of, reproduce_command, write_card
@@ -39,8 +40,8 @@ from mrc.report import write_report
 from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
 from mrc.train_data import TrainFile, load_train_data, parse_train_file, read_train_examples
-from mrc.train_state import (Trainer, checkpoint_dir, decide_start, latest_checkpoint, read_progress,
-                             refresh_checkpoint_cards, resume, save_checkpoint, save_final_model)
+from mrc.train_state import (Trainer, checkpoint_dir, decide_start, is_training_checkpoint, latest_checkpoint,
+                             read_progress, refresh_checkpoint_cards, resume, save_checkpoint, save_final_model)
 
 MODEL_TYPES = ("electra", "bert")
 
@@ -50,8 +51,9 @@ class TrainConfig:
     """Every setting of a training run; the flags of train.py are built from these fields."""
 
     # -- what to train, on what, where the results go (the seed's flags) --
-    model_name_or_path: str = field(help="model folder to fine-tune (config.json, weights, vocab.txt), or a hub "
-                                    "id already in the local Hugging Face cache")
+    model_name_or_path: str = field(help="model to fine-tune: a folder (config.json, weights, vocab.txt) or a "
+                                    "Hugging Face Hub id such as monologg/koelectra-base-v3-discriminator "
+                                    "(downloaded into the HF cache on first use)")
     output_dir: str = field(help="folder for checkpoints, the final model, predictions and metrics.jsonl")
     model_type: str | None = field(None, "accepted for run_korquad.py commands; the architecture comes from the "
                                    "model's config.json (electra or bert)")
@@ -59,7 +61,11 @@ class TrainConfig:
     train_file: list[str] = field(default_factory=list, help="training file(s): KorQuAD/SQuAD/KLUE JSON or JSON "
                                   "Lines; PATH:WEIGHT uses a file WEIGHT times per epoch (e.g. klue.json:0.5)")
     predict_file: str | None = field(None, "evaluation file (KorQuAD/SQuAD/KLUE JSON or JSON Lines, with answers)")
-    cache_dir: str | None = field(None, "window store cache folder (default $MRC_CACHE, else ./.cache/mrc)")
+    cache_dir: str | None = field(None, "where models downloaded from the hub are stored, as in run_squad.py "
+                                  "(default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)")
+    revision: str | None = field(None, "branch, tag or commit of a hub --model_name_or_path (default main); the "
+                                 "resolved commit is printed and saved in training_args.json as model_commit")
+    features_cache_dir: str | None = field(None, "window store cache folder (default $MRC_CACHE, else ./.cache/mrc)")
     window: WindowConfig = section(WindowConfig)
     do_train: bool = field(False, "train on --train_file")
     do_eval: bool = field(False, "evaluate on --predict_file at the end (official KorQuAD v1.0 EM/F1)")
@@ -96,6 +102,8 @@ class TrainConfig:
     neg_ratio: float = field(1.0, "fraction of the windows without the answer kept each epoch (seeded); 1 = all")
     group_by_length: bool = field(True, "batch windows of similar length together (less padding)")
     resume: bool = field(False, "continue from the latest complete checkpoint in output_dir, exactly")
+    resume_from_checkpoint: str | None = field(None, "continue exactly from this checkpoint-<step> folder of a run "
+                                               "(its optimizer, schedule, RNG and data position)")
     max_train_samples: int | None = field(None, "use only the first N training questions")
     max_eval_samples: int | None = field(None, "evaluate only the first N questions of --predict_file")
     no_cuda: bool = field(False, "run on CPU even when a GPU is visible")
@@ -136,6 +144,9 @@ class TrainConfig:
             raise MRCError("--eval_all_checkpoints runs in the final evaluation; add --do_eval")
         check_with_schedule(self.checkpoints, evaluate_during_training=self.evaluate_during_training,
                             logging_steps=self.logging_steps, save_steps=self.save_steps)
+        if self.resume_from_checkpoint and (self.resume or not self.do_train):
+            raise MRCError("--resume_from_checkpoint continues a training run: use it with --do_train and without "
+                           "--resume (which picks the latest checkpoint of --output_dir)")
         self.train_files  # parses every PATH:WEIGHT now, so a bad weight fails before any work
 
     @property
@@ -205,14 +216,15 @@ def collate_to_device(store, rows: np.ndarray, device: torch.device) -> dict[str
 
 
 def build_trainer(cfg: TrainConfig, model_folder: Path, schedule: Schedule, ctx: dist.DistContext,
-                  report: Reporter) -> Trainer:
+                  report: Reporter, model_commit: str | None = None) -> Trainer:
     model, model_cfg = load_model(model_folder, report=report.say if ctx.is_main else None)
     model = dist.wrap_model(model.to(ctx.device).train(), ctx)
     optimizer = build_optimizer(dist.unwrap_model(model), learning_rate=cfg.learning_rate,
                                 weight_decay=cfg.weight_decay, adam_epsilon=cfg.adam_epsilon, device=ctx.device)
     scheduler = linear_warmup_decay(optimizer, cfg.warmup_steps, schedule.total_steps)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision.fp16)
-    return Trainer(model, model_cfg, model_folder, optimizer, scheduler, scaler, training_args=to_dict(cfg))
+    return Trainer(model, model_cfg, model_folder, optimizer, scheduler, scaler,
+                   training_args={**to_dict(cfg), "model_commit": model_commit})
 
 
 def seed_everything(seed: int) -> None:
@@ -325,7 +337,8 @@ def eval_scores(evaluator: Evaluator | None) -> dict[str, dict[str, Any]]:
 def model_card_info(cfg: TrainConfig, model_folder: Path, evaluator: Evaluator | None,
                     ctx: dist.DistContext) -> CardInfo:
     argv = to_argv(cfg, leave_out=frozenset({"resume", "overwrite_output_dir", "local_rank"}))
-    return CardInfo(training_args=to_dict(cfg), command=reproduce_command(argv, ctx.world_size),
+    return CardInfo(training_args={**to_dict(cfg), "model_commit": snapshot_commit(model_folder)},
+                    command=reproduce_command(argv, ctx.world_size),
                     base_model=cfg.model_name_or_path, base_model_id=hub_id_of(cfg.model_name_or_path, model_folder),
                     license=license_of(model_folder),
                     train_sets=tuple(DatasetRef.of(str(f.path)) for f in cfg.train_files),
@@ -361,7 +374,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     cfg.precision.check_device(ctx.device)
     out = Path(cfg.output_dir)
-    resume_from = (decide_start(out, ctx, resume=cfg.resume, overwrite=cfg.overwrite_output_dir)
+    checkpoint = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
+    resume_from = (decide_start(out, ctx, resume=cfg.resume, overwrite=cfg.overwrite_output_dir, checkpoint=checkpoint)
                    if cfg.do_train else None)
     report = Reporter(ctx, out / "metrics.jsonl")
     if ctx.is_main:
@@ -374,7 +388,11 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         report.say(f"{torch.cuda.device_count()} GPUs visible but one is used; launch with "
                    f"torchrun --nproc_per_node {torch.cuda.device_count()} train.py ... to use all")
     seed_everything(cfg.seed)
-    model_folder = resolve_model_folder(cfg.model_name_or_path)
+    model_folder = resolve_model(cfg.model_name_or_path, cfg.revision, cfg.cache_dir, ctx, say=report.say)
+    if cfg.do_train and resume_from is None and is_training_checkpoint(model_folder):
+        report.say(f"[yellow]{model_folder} is a training checkpoint (step {read_progress(model_folder).step:,}): "
+                   "this starts a new run from its weights at step 0, with a fresh optimizer and schedule. To "
+                   f"continue that run instead, pass --resume_from_checkpoint {model_folder}[/]")
     train_examples = (read_train_examples(cfg.train_files, report, with_unanswerable=cfg.decode.version_2_with_negative,
                                           max_samples=cfg.max_train_samples, verbose=cfg.verbose_logging)
                       if cfg.do_train else None)
@@ -382,7 +400,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     if cfg.do_eval or cfg.evaluate_during_training:
         eval_set = load_eval_set(cfg.predict_path, model_folder, cfg.window, ctx, report,
                                  with_unanswerable=cfg.decode.version_2_with_negative,
-                                 max_samples=cfg.max_eval_samples, cache_dir=cfg.cache_dir)
+                                 max_samples=cfg.max_eval_samples, cache_dir=cfg.features_cache_dir)
         # A fresh training run starts a fresh eval_results.json; resuming or evaluating adds to it.
         results = (EvalResults(out / "eval_results.json", keep_existing=resume_from is not None or not cfg.do_train)
                    if ctx.is_main else None)
@@ -396,7 +414,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
             evaluator.run(model, "eval")
         return evaluator.scores("eval")
     data = load_train_data(cfg.train_files, *train_examples, model_folder, cfg.window, ctx, report,
-                           cache_dir=cfg.cache_dir)
+                           cache_dir=cfg.features_cache_dir)
     schedule = plan_schedule(data, cfg.sampling(ctx.world_size), num_train_epochs=cfg.num_train_epochs,
                              max_steps=cfg.max_steps)
     for epoch, counts in enumerate(schedule.counts):
@@ -404,7 +422,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
             report.say(f"epoch {epoch + 1}: {counts.windows:,} windows ({counts.with_answer:,} with the answer, "
                        f"{counts.kept_without_answer:,} of {counts.without_answer:,} without it kept at "
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
-    trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report)
+    trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report, snapshot_commit(model_folder))
     trainer.card = model_card_info(cfg, model_folder, evaluator, ctx) if ctx.is_main else None
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
         out.mkdir(parents=True, exist_ok=True)

@@ -154,35 +154,68 @@ def restore_training_state(folder: Path, *, optimizer: torch.optim.Optimizer,
 # -- the output folder
 
 
-def check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+def is_training_checkpoint(folder: Path) -> bool:
+    """A complete `checkpoint-<step>` folder: model files plus everything an exact resume reads."""
+    return Path(folder).is_dir() and all((Path(folder) / name).is_file() for name in REQUIRED_FILES)
+
+
+def check_checkpoint(folder: Path) -> Path:
+    """The folder of --resume_from_checkpoint, when it holds a complete training checkpoint."""
+    if not folder.is_dir():
+        raise MRCError(f"--resume_from_checkpoint {folder}: no such folder; pass a checkpoint-<step> folder of a run, "
+                       "or --resume to continue the latest checkpoint in --output_dir")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise MRCError(f"--resume_from_checkpoint {folder}: not a complete training checkpoint (it lacks "
+                       f"{', '.join(missing)}); pass a checkpoint-<step> folder this trainer wrote")
+    return folder
+
+
+def only_a_failed_start(out: Path) -> bool:
+    """`out` holds only what a run writes as training starts (its flags, no logged step): the run
+    failed before its first step was logged, so the same command may start over there."""
+    files = {p.name: p for p in out.iterdir()}
+    return set(files) <= {"training_args.json", "metrics.jsonl"} and (
+        "metrics.jsonl" not in files or files["metrics.jsonl"].stat().st_size == 0)
+
+
+def check_output_dir(out: Path, *, resume: bool, overwrite: bool, checkpoint: Path | None = None) -> Path | None:
     """The checkpoint to resume from (None = start fresh); refuses to train into a used folder.
 
     With --resume, a folder holding only what a run writes before its first checkpoint
-    (a run stopped early) starts fresh.
+    (a run stopped early) starts fresh. With --resume_from_checkpoint, that checkpoint; the
+    output_dir may be the run's own folder (usually its parent), else it must be unused.
     """
     finish_replace_files(out)
-    if resume:
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+        if checkpoint.resolve().parent == out.resolve():
+            return checkpoint
+    elif resume:
         found = latest_checkpoint(out)
         if found is not None:
             return found
-    early_run_files = {"training_args.json", "metrics.jsonl"} if resume else set()
-    used = out.is_dir() and any(p.name not in early_run_files for p in out.iterdir())
+    continuing = resume or checkpoint is not None
+    early_run_files = {"training_args.json", "metrics.jsonl"} if continuing else set()
+    used = out.is_dir() and not only_a_failed_start(out) and any(p.name not in early_run_files for p in out.iterdir())
     if used and not overwrite:
-        where = "holds no complete checkpoint to resume from" if resume else "is not empty"
+        where = ("is not the folder of that checkpoint's run and is not empty" if checkpoint is not None else
+                 "holds no complete checkpoint to resume from" if resume else "is not empty")
         if resume and model_checkpoints(out):
             where += " (its checkpoints were saved with --save_only_model: no optimizer state to continue from)"
         raise MRCError(f"--output_dir {out} {where}; pass --overwrite_output_dir to train into it anyway, "
-                       f"{'' if resume else '--resume to continue its latest checkpoint, '}"
+                       f"{'' if continuing else '--resume to continue its latest checkpoint, '}"
                        f"or choose another --output_dir")
-    return None
+    return checkpoint
 
 
-def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: bool) -> Path | None:
+def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: bool,
+                 checkpoint: Path | None = None) -> Path | None:
     """Rank 0 inspects output_dir and every rank gets the same answer (or the same error)."""
     answer: tuple[str | None, str | None] = (None, None)
     if ctx.is_main:
         try:
-            found = check_output_dir(out, resume=resume, overwrite=overwrite)
+            found = check_output_dir(out, resume=resume, overwrite=overwrite, checkpoint=checkpoint)
             answer = (str(found) if found else None, None)
         except MRCError as e:
             answer = (None, str(e))
@@ -194,11 +227,13 @@ def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: b
 
 # Flags that do not change the training trajectory: a resume may change them silently.
 TRAJECTORY_NEUTRAL = frozenset({
-    "resume", "overwrite_output_dir", "do_eval", "evaluate_during_training", "eval_all_checkpoints",
+    "resume", "resume_from_checkpoint", "overwrite_output_dir",
+    "do_eval", "evaluate_during_training", "eval_all_checkpoints",
     "per_gpu_eval_batch_size", "max_eval_samples", "predict_file", "logging_steps", "save_steps", "n_best_size",
     "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank", "threads", "dist_timeout",
     "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file",
-    "save_total_limit", "load_best_model_at_end", "save_only_model", "report_to"})
+    "save_total_limit", "load_best_model_at_end", "save_only_model", "report_to",
+    "revision", "model_commit", "features_cache_dir"})
 
 
 def diff_args(saved_path: Path, now: dict[str, Any]) -> list[str]:
