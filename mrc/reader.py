@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import TRAINING_ARGS, load_model, read_training_args, resolve_model_folder, stderr_line
+from mrc.checkpoint import TRAINING_ARGS, load_model, read_training_args, stderr_line
 from mrc.config import overlay_saved, section
 from mrc.data import Example, item_problem, read_examples
 from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, store_predictions
 from mrc.features import build_store
+from mrc.hub import resolve_model
 from mrc.precision import PrecisionConfig, quantize_int8
 from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
 
@@ -175,22 +176,26 @@ class Reader:
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, device: str | torch.device = "auto", dtype: Any = None,
                         int8: bool = False, batch_size: int = 32, window: WindowConfig | None = None,
-                        decode: DecodeConfig | None = None, quiet: bool = False) -> Reader:
-        """Load a model folder (or a hub id already in the local HF cache) for answering.
+                        decode: DecodeConfig | None = None, revision: str | None = None,
+                        cache_dir: str | Path | None = None, quiet: bool = False) -> Reader:
+        """Load a model folder, or a hub id (downloaded once through `mrc.hub`), for answering.
 
         Window and decode settings come from the folder's training_args.json unless `window` /
         `decode` are given, else the defaults. `dtype`: None (float32), torch.float16 or
         torch.bfloat16 (autocast, as predict.py --fp16 / --bf16). `int8`: dynamic int8 encoder
-        (CPU, as predict.py --int8). `quiet`: no line about weights the folder lacks.
+        (CPU, as predict.py --int8). `revision` (branch, tag or commit) and `cache_dir` (the hub
+        cache) apply to hub ids, as predict.py's --revision / --cache_dir. `quiet`: no lines on
+        stderr (download progress, weights the folder lacks).
         """
-        folder = resolve_model_folder(path_or_hub_id)
+        say = None if quiet else stderr_line
+        folder = resolve_model(path_or_hub_id, revision, cache_dir, flag="Reader.from_pretrained", say=say)
         chosen = pick_device(device, int8)
         precision = pick_precision(dtype, int8, chosen)
         given = frozenset(f.name for cfg in (window, decode) if cfg is not None for f in dataclasses.fields(cfg))
         base = ReaderSettings(window=window or WindowConfig(), decode=decode or DecodeConfig(), batch_size=batch_size)
         settings, sources = overlay_saved(base, ("window", "decode"), read_training_args(folder), given, TRAINING_ARGS)
         sources = {k: "given" if v == "flag" else v for k, v in sources.items()}
-        model, _ = load_model(folder, report=None if quiet else stderr_line)
+        model, _ = load_model(folder, report=say)
         model.eval()
         if int8:
             model = quantize_int8(model)

@@ -222,9 +222,11 @@ def test_wrong_load_options_say_what_to_change(plain_model, kwargs, says):
         mrc.Reader.from_pretrained(plain_model, quiet=True, **kwargs)
 
 
-def test_a_missing_folder_says_how_to_get_a_model(tmp_path):
-    with pytest.raises(mrc.MRCError, match="no-such-model"):
+def test_a_missing_folder_or_a_revision_of_a_folder_says_what_to_pass(plain_model, tmp_path):
+    with pytest.raises(mrc.MRCError, match="no-such-model: no such folder, and not a hub id"):
         mrc.Reader.from_pretrained(tmp_path / "no-such-model")
+    with pytest.raises(mrc.MRCError, match="--revision v1 applies to hub ids"):
+        mrc.Reader.from_pretrained(plain_model, revision="v1")
 
 
 def test_settings_come_from_training_args_json_unless_given(plain_model, negative_model):
