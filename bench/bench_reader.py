@@ -87,7 +87,7 @@ def throughput(folder: Path, data: Path, out: Path, repeats: int, batch_size: in
     for _ in range(repeats):
         cache = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=out))
         cfg = PredictConfig(model=folder, input=[data], output=out, overwrite=True, batch_size=batch_size,
-                            device=device, cache_dir=cache)
+                            device=device, features_cache_dir=cache)
         holder = {}
 
         def predict_py() -> None:

@@ -99,8 +99,8 @@ def test_reader_answers_scores_and_nbest_equal_predict_py_files(data, int8, requ
     data_file = request.getfixturevalue(data)
     folder = negative_model if data == "klue_dev" else plain_model
     out = tmp_path / "out"
-    run(PredictConfig(model=folder, input=[data_file], output=out, int8=int8, cache_dir=tmp_path / "cache"),
-        given=frozenset())
+    run(PredictConfig(model=folder, input=[data_file], output=out, int8=int8,
+                      features_cache_dir=tmp_path / "cache"), given=frozenset())
     written = read_json(out / f"{data_file.stem}.predictions.json")
     written_nbest = read_json(out / f"{data_file.stem}.nbest.json")
     reader = mrc.Reader.from_pretrained(folder, int8=int8, quiet=True)
@@ -252,8 +252,8 @@ def test_a_file_with_bad_items_raises_or_leaves_them_out_as_predict_py_does(read
     collected = reader.predict_file(path, errors="collect")
     assert list(collected) == ["good"] and collected["good"] == reader(QUESTIONS[0], CONTEXT).text
     assert [e.id for e in collected.errors] == [None, "blank", "tokenless"]
-    run(PredictConfig(model=reader.folder, input=[path], output=tmp_path / "out", cache_dir=tmp_path / "cache"),
-        given=frozenset())
+    run(PredictConfig(model=reader.folder, input=[path], output=tmp_path / "out",
+                      features_cache_dir=tmp_path / "cache"), given=frozenset())
     assert read_json(tmp_path / "out" / "items.predictions.json") == dict(collected)
     assert len((tmp_path / "out" / "errors.jsonl").read_text().splitlines()) == len(collected.errors)
 
