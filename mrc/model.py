@@ -213,7 +213,8 @@ class ElectraForQA(nn.Module):
         T = input_ids.shape[1]
         if T > self.cfg.max_position_embeddings:
             raise MRCError(f"sequence length {T} exceeds max_position_embeddings "
-                           f"{self.cfg.max_position_embeddings} of the model; lower --max_seq_length")
+                           f"{self.cfg.max_position_embeddings} of the model; lower --max_seq_length, or fine-tune "
+                           "at that length with train.py --extend_positions copy|interpolate")
         x = self.embeddings(input_ids, token_type_ids)  # [B, T, E]
         if self.embeddings_project is not None:
             x = self.embeddings_project(x)  # [B, T, H]
