@@ -111,25 +111,21 @@ class PredictConfig:
 
 
 def settings_from_model(cfg: PredictConfig, given: frozenset[str]) -> tuple[PredictConfig, dict[str, str]]:
-    """Window and decode settings the flags do not give, from the model folder's training_args.json;
-    without either, a model with fewer positions than the default --max_seq_length gets windows as
-    long as its position table (config.json)."""
+    """Window and decode settings the flags do not give, from the model folder's training_args.json
+    (a model train.py extended to longer windows predicts at the length it was trained at)."""
     saved_path = cfg.model / TRAINING_ARGS
     saved = read_json_object(saved_path) if saved_path.is_file() else {}
-    cfg, sources = overlay_saved(cfg, ("window", "decode"), saved, given, TRAINING_ARGS)
-    positions = read_model_config(cfg.model).max_position_embeddings
-    if sources["max_seq_length"] == "default" and cfg.window.max_seq_length > positions:
-        cfg = dataclasses.replace(cfg, window=dataclasses.replace(cfg.window, max_seq_length=positions))
-        sources["max_seq_length"] = "config.json"
-    return cfg, sources
+    return overlay_saved(cfg, ("window", "decode"), saved, given, TRAINING_ARGS)
 
 
-def check_positions(cfg: PredictConfig) -> None:
-    """Windows no longer than the model's position table, refused before any input is read."""
+def check_positions(cfg: PredictConfig, sources: dict[str, str] | None) -> None:
+    """Windows no longer than the model's position table (config.json), refused before any input is read."""
     positions = read_model_config(cfg.model).max_position_embeddings
     if cfg.window.max_seq_length > positions:
-        raise MRCError(f"--max_seq_length {cfg.window.max_seq_length} is longer than the {positions} positions of "
-                       f"{cfg.model} (max_position_embeddings in its config.json); predict with --max_seq_length "
+        source = (sources or {}).get("max_seq_length", "flag")
+        said = {"flag": "", "default": " (the default)"}.get(source, f" (from {source})")
+        raise MRCError(f"--max_seq_length {cfg.window.max_seq_length}{said} is longer than the {positions} positions "
+                       f"of {cfg.model} (max_position_embeddings in its config.json); predict with --max_seq_length "
                        f"{positions} or less, or fine-tune a longer model with train.py --extend_positions")
 
 
@@ -421,7 +417,7 @@ def run(cfg: PredictConfig, given: frozenset[str] | None = None) -> PredictRun:
     sources = None
     if given is not None:
         cfg, sources = settings_from_model(cfg, given)
-    check_positions(cfg)
+    check_positions(cfg, sources)
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
     report = Reporter(ctx)
     try:

@@ -245,16 +245,25 @@ def test_training_at_1024_from_512_positions_runs_and_resumes_exactly(tiny_model
 # predict.py takes the length from the folder
 
 
-def test_predict_windows_come_from_the_folder_and_longer_ones_are_refused(short_model, tmp_path, capsys):
-    from mrc.predict import PredictConfig, settings_from_model
-    cfg = PredictConfig(model=short_model, question="q", context="c")
-    resolved, sources = settings_from_model(cfg, frozenset())
-    assert resolved.window.max_seq_length == 64 and sources["max_seq_length"] == "config.json"
-    data = tmp_path / "in.jsonl"
-    data.write_text('{"id": "a", "question": "가", "context": "가나"}\n', encoding="utf-8")
+@pytest.mark.parametrize("flags,says", [(["--max_seq_length", "128"], "--max_seq_length 128 is longer"),
+                                         ([], "--max_seq_length 512 (the default) is longer")])
+def test_predict_refuses_windows_longer_than_the_folder_before_reading_inputs(short_model, tmp_path, capsys, flags,
+                                                                               says):
+    missing = tmp_path / "not_read.jsonl"
     with pytest.raises(SystemExit) as stop:
-        load_cli("predict").main(["--model", str(short_model), "--input", str(data), "--output", str(tmp_path / "o"),
-                                  "--max_seq_length", "128"])
+        load_cli("predict").main(["--model", str(short_model), "--input", str(missing), "--output",
+                                  str(tmp_path / "o"), "--max_query_length", "16", "--doc_stride", "32", *flags])
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "longer than the 64 positions" in err and "Traceback" not in err
+    assert stop.value.code == 2 and f"{says} than the 64 positions" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_takes_the_extended_length_from_the_trained_folder(short_model, tmp_path):
+    from mrc.predict import PredictConfig, check_positions, settings_from_model
+    grown, grown_cfg = load_model(short_model, report=None, max_seq_length=200, extend_positions="interpolate")
+    folder = tmp_path / "long"
+    save_model(grown, grown_cfg, folder, extra_writer=lambda tmp: (tmp / "training_args.json").write_text(
+        json.dumps({"max_seq_length": 200, "doc_stride": 64, "max_query_length": 16})))
+    resolved, sources = settings_from_model(PredictConfig(model=folder, question="q", context="c"), frozenset())
+    assert resolved.window.max_seq_length == 200 and sources["max_seq_length"] == "training_args.json"
+    check_positions(resolved, sources)
