@@ -267,3 +267,23 @@ def test_predict_takes_the_extended_length_from_the_trained_folder(short_model, 
     resolved, sources = settings_from_model(PredictConfig(model=folder, question="q", context="c"), frozenset())
     assert resolved.window.max_seq_length == 200 and sources["max_seq_length"] == "training_args.json"
     check_positions(resolved, sources)
+
+
+# ---------------------------------------------------------------------------------------------
+# How many questions a longer window reads whole (python -m mrc.features)
+
+
+@pytest.mark.parametrize("max_seq_length,doc_stride", [(128, 32), (256, 64), (512, 128), (1024, 256)])
+def test_questions_in_one_window_are_those_whose_paragraph_fits(korquad_train_subset, koelectra_folder,
+                                                                 max_seq_length, doc_stride):
+    from mrc.inspect_windows import inspect_counts
+    examples, _ = read_examples([korquad_train_subset])
+    window = WindowConfig(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=64)
+    store = build_store(examples, koelectra_folder, window, labels=True, use_cache=False)
+    paragraph_tokens = np.diff(store.paragraph_token_base)[store.example_paragraph]           # [E]
+    question_tokens = np.diff(store.question_token_base)                                     # [E]
+    fits = paragraph_tokens <= max_seq_length - question_tokens - 3
+    counts = inspect_counts(store)
+    assert counts["questions_in_one_window"] == int(fits.sum())
+    assert counts["questions_in_one_window"] <= counts["questions"]
+    assert (counts["questions_in_one_window"] == counts["questions"]) == bool(fits.all())
