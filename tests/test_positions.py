@@ -287,3 +287,27 @@ def test_questions_in_one_window_are_those_whose_paragraph_fits(korquad_train_su
     assert counts["questions_in_one_window"] == int(fits.sum())
     assert counts["questions_in_one_window"] <= counts["questions"]
     assert (counts["questions_in_one_window"] == counts["questions"]) == bool(fits.all())
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention at 2,048 stays on a kernel that never holds [B, N, T, T]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_attention_at_2048_with_padding_runs_the_cpu_flash_kernel(training, one_thread):
+    cfg = ModelConfig(vocab_size=120, embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=2048, hidden_dropout_prob=0.1,
+                      attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = ElectraForQA(cfg).train(training)
+    ids, types, mask = inputs(2048)
+    assert not bool(mask.all())  # the padding mask is on the path
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start, end = model(ids, types, mask)
+        if training:
+            (start.logsumexp(-1) + end.logsumexp(-1)).sum().backward()
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
+    assert "aten::_scaled_dot_product_attention_math" not in ops and "aten::bmm" not in ops
+    if training:
+        assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in ops
