@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_long.py [--lengths 512 1024 2048 4096 --layers 1 --repeats 3]
 
 One sequence of T tokens (batch 1, the last T/8 padded, so the padding mask is on the path),
-KoELECTRA-base widths (H 768, 12 heads, vocab 35,000), `--layers` layers, a position table of T
-rows (what `--extend_positions` builds). Both sides get the same weights, dropout 0:
+KoELECTRA-base widths (H 768, 12 heads, vocab 35,000; `--hidden 128` for a tiny model), `--layers`
+layers, a position table of T rows (what `--extend_positions` builds). Same weights on every side,
+dropout 0 unless said:
   ours            mrc.model.ElectraForQA
   transformers    ElectraForQuestionAnswering with the same config (its default attention)
   ours, p=0.1     ours in training with attention dropout 0.1: the CPU has no fused kernel for
@@ -52,13 +53,14 @@ def rss_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def build(side: str, length: int, layers: int):
-    """(model, forward function) for one side, same weights on both."""
+def build(side: str, length: int, layers: int, hidden: int):
+    """(model, forward function) for one side, same weights on both; heads of 64, FFN 4 x hidden."""
     import transformers  # test/bench-only dependency
 
     dropout = 0.1 if side == "ours, p=0.1" else 0.0
     cfg = ModelConfig(num_hidden_layers=layers, max_position_embeddings=length, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=dropout)
+                      attention_probs_dropout_prob=dropout, hidden_size=hidden, embedding_size=hidden,
+                      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
     hf_cfg = transformers.ElectraConfig(**{k: v for k, v in cfg.to_hf().items() if k != "model_type"})
     torch.manual_seed(0)
     hf = transformers.ElectraForQuestionAnswering(hf_cfg)
@@ -73,9 +75,9 @@ def build(side: str, length: int, layers: int):
     return ours, lambda b: ours(b["ids"], b["types"], b["mask"]), "scaled_dot_product_attention"
 
 
-def child(side: str, length: int, mode: str, layers: int, repeats: int) -> dict:
+def child(side: str, length: int, mode: str, layers: int, repeats: int, hidden: int) -> dict:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    model, forward, attention = build(side, length, layers)
+    model, forward, attention = build(side, length, layers, hidden)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(5, 35000, (1, length), generator=g)
     mask = torch.ones_like(ids)
@@ -116,10 +118,11 @@ def child(side: str, length: int, mode: str, layers: int, repeats: int) -> dict:
     return {"seconds": min(times), "peak_kib": peak, "attention": attention, "kernels": kernels}
 
 
-def run_child(side: str, length: int, mode: str, layers: int, repeats: int) -> dict:
+def run_child(side: str, length: int, mode: str, layers: int, repeats: int, hidden: int) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": os.environ.get("BENCH_THREADS", "1")}
     out = subprocess.run([sys.executable, __file__, "--child", side, str(length), mode, "--layers", str(layers),
-                          "--repeats", str(repeats)], capture_output=True, text=True, env=env, check=False)
+                          "--repeats", str(repeats), "--hidden", str(hidden)],
+                         capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{side} T={length} {mode} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -130,20 +133,22 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hidden", type=int, default=768, help="width (768: base; 128 gives a tiny model)")
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
     parser.add_argument("--child", nargs=3, metavar=("SIDE", "T", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         side, length, mode = args.child
-        print(json.dumps(child(side, int(length), mode, args.layers, args.repeats)))
+        print(json.dumps(child(side, int(length), mode, args.layers, args.repeats, args.hidden)))
         return
-    print(f"torch {torch.__version__}, {os.environ.get('BENCH_THREADS', '1')} thread(s), batch 1, base widths, "
+    print(f"torch {torch.__version__}, {os.environ.get('BENCH_THREADS', '1')} thread(s), batch 1, "
+          f"hidden {args.hidden}, "
           f"{args.layers} layer(s), last T/8 padded, best of {args.repeats}")
     results: dict[tuple[str, str, int], dict] = {}
     for mode in MODES:
         for length in args.lengths:
             for side in args.sides:  # interleaved, so load changes on a shared machine hit every side alike
-                results[side, mode, length] = r = run_child(side, length, mode, args.layers, args.repeats)
+                results[side, mode, length] = r = run_child(side, length, mode, args.layers, args.repeats, args.hidden)
                 print(f"  {mode:<17} T={length:<5} {side:<13} {1e3 * r['seconds']:9.1f} ms "
                       f"{r['peak_kib'] / 1024:9.1f} MiB  {r['attention']}: {', '.join(r['kernels'])}", flush=True)
     first = args.lengths[0]

@@ -81,7 +81,8 @@ def main() -> None:
         long_only = evaluate([ex for ex in dev if ex.id in multi_ids], answers)
         results["arms"][name] = {
             "max_seq_length": length, "doc_stride": length // 2, "extend_positions": method,
-            "train_seconds": round(seconds, 1), "train_tokens_per_epoch": train_tokens(files["train"], tokenizer, window, cache),
+            "train_seconds": round(seconds, 1),
+            "train_tokens_per_epoch": train_tokens(files["train"], tokenizer, window, cache),
             "windows_per_multi_question_dev": float(np.mean([n for q, n in windows_per_question(
                 dev, tokenizer, window, cache).items() if q in multi_ids])),
             "em": overall.exact_match, "f1": overall.f1, "em_multi": long_only.exact_match, "f1_multi": long_only.f1}

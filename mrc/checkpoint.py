@@ -266,7 +266,8 @@ def extend_state_positions(state: dict[str, torch.Tensor], cfg: ModelConfig, len
     table = state[name]                                                          # [P, E]
     if table.shape[0] != cfg.max_position_embeddings:
         raise MRCError(f"{source}: weight for {name} has {table.shape[0]} rows but config.json says "
-                       f"max_position_embeddings {cfg.max_position_embeddings}; config.json and the weights do not match")
+                       f"max_position_embeddings {cfg.max_position_embeddings}; config.json and the weights "
+                       "do not match")
     state[name] = extend_table(table, length, method)                            # [length, E]
     return dataclasses.replace(cfg, max_position_embeddings=length)
 

@@ -1,7 +1,8 @@
 """`python -m mrc.features DATA... --model FOLDER`: build (or reuse) the window store and show what it holds.
 
 Prints the read summary and the counts of questions (and how many fit one window), windows,
-tokens, the padding saved and the store's size against padded int64 tensors; `--dump FILE.jsonl` writes every window's ids.
+tokens, the padding saved and the store's size against padded int64 tensors; `--dump FILE.jsonl`
+writes every window's ids.
 """
 
 from __future__ import annotations

@@ -230,7 +230,8 @@ def test_training_at_1024_from_512_positions_runs_and_resumes_exactly(tiny_model
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
     with pytest.raises(DieAfterSave):
-        train_module.run(cli.parse_args(train_args(tiny_model, resumed, long_file, cache, "--extend_positions", "copy")))
+        train_module.run(cli.parse_args(train_args(tiny_model, resumed, long_file, cache,
+                                                   "--extend_positions", "copy")))
     monkeypatch.setattr(train_module, "save_checkpoint", save)
     assert (resumed / "checkpoint-2").is_dir() and not (resumed / "model.safetensors").exists()
     cli.main(train_args(tiny_model, resumed, long_file, cache, "--extend_positions", "copy", "--resume"))
