@@ -64,6 +64,9 @@ def main() -> None:
     dev, _ = read_examples([files["dev"]])
     short = WindowConfig(max_seq_length=128, doc_stride=64, max_query_length=MAX_QUERY_LENGTH)
     multi_ids = {q for q, n in windows_per_question(dev, tokenizer, short, cache).items() if n > 1}
+    if not multi_ids:
+        raise SystemExit(f"no held-out question needs more than one window at 128; raise --dev_paragraphs "
+                         f"(about one paragraph in ten is long)")
     results = {"train_paragraphs": size.train_paragraphs, "dev_questions": len(dev),
                "dev_questions_multi_window_at_128": len(multi_ids), "arms": {}}
     for name, length, method in ARMS:
