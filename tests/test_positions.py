@@ -192,7 +192,7 @@ def train_args(model: Path, out: Path, data: Path, cache: Path, *extra: str) -> 
     return ["--model_name_or_path", str(model), "--output_dir", str(out), "--train_file", str(data), "--do_train",
             "--max_seq_length", "1024", "--doc_stride", "256", "--max_query_length", "32", "--seed", "5",
             "--per_gpu_train_batch_size", "2", "--learning_rate", "1e-3", "--max_steps", "6", "--logging_steps", "2",
-            "--save_steps", "2", "--cache_dir", str(cache), *extra]
+            "--save_steps", "2", "--features_cache_dir", str(cache), *extra]
 
 
 class DieAfterSave(Exception):
