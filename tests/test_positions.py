@@ -224,8 +224,8 @@ def test_training_at_1024_from_512_positions_runs_and_resumes_exactly(tiny_model
     resumed = tmp_path / "resumed"
     save = train_module.save_checkpoint
 
-    def save_then_die(trainer, progress, ctx, folder):
-        save(trainer, progress, ctx, folder)
+    def save_then_die(trainer, progress, ctx, folder, **kwargs):
+        save(trainer, progress, ctx, folder, **kwargs)
         raise DieAfterSave
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
