@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import TRAINING_ARGS, load_model, read_training_args, stderr_line
+from mrc.checkpoint import TRAINING_ARGS, load_model, read_model_config, read_training_args, stderr_line
 from mrc.config import overlay_saved, section
 from mrc.data import Example, item_problem, read_examples
 from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
@@ -128,6 +128,15 @@ def pick_precision(dtype: Any, int8: bool, device: torch.device) -> PrecisionCon
     return precision
 
 
+def check_positions(window: WindowConfig, positions: int, folder: Path, source: str) -> None:
+    """Windows no longer than the model's position table, refused before the weights load (as predict.py)."""
+    if window.max_seq_length > positions:
+        raise MRCError(f"max_seq_length {window.max_seq_length} ({source}) is longer than the {positions} positions "
+                       f"of {folder} (max_position_embeddings in its config.json); pass "
+                       f"window=WindowConfig(max_seq_length={positions}) or less, or fine-tune a longer model with "
+                       f"train.py --extend_positions")
+
+
 def entry_answer(entry: dict) -> Answer:
     """An n-best entry (`Prediction.nbest`) as an Answer; its score summed in float32, as the decoder sums."""
     score = float(np.float32(entry["start_logit"]) + np.float32(entry["end_logit"]))
@@ -195,6 +204,8 @@ class Reader:
         base = ReaderSettings(window=window or WindowConfig(), decode=decode or DecodeConfig(), batch_size=batch_size)
         settings, sources = overlay_saved(base, ("window", "decode"), read_training_args(folder), given, TRAINING_ARGS)
         sources = {k: "given" if v == "flag" else v for k, v in sources.items()}
+        check_positions(settings.window, read_model_config(folder).max_position_embeddings, folder,
+                        sources["max_seq_length"])
         model, _ = load_model(folder, report=say)
         model.eval()
         if int8:

@@ -229,6 +229,17 @@ def test_a_missing_folder_or_a_revision_of_a_folder_says_what_to_pass(plain_mode
         mrc.Reader.from_pretrained(plain_model, revision="v1")
 
 
+@pytest.mark.parametrize("training_args, window, says", [
+    ({"max_seq_length": 1024}, None, "max_seq_length 1024 (training_args.json) is longer than the 512 positions"),
+    ({}, WindowConfig(max_seq_length=600), "max_seq_length 600 (given) is longer than the 512 positions"),
+])
+def test_windows_longer_than_the_position_table_are_refused_before_loading(tiny_model, tmp_path, training_args,
+                                                                          window, says):
+    folder = model_with_args(tiny_model, tmp_path / "model", training_args)
+    with pytest.raises(mrc.MRCError, match=re.escape(says) + ".*max_seq_length=512"):
+        mrc.Reader.from_pretrained(folder, window=window, quiet=True)
+
+
 def test_settings_come_from_training_args_json_unless_given(plain_model, negative_model):
     reader = mrc.Reader.from_pretrained(plain_model, quiet=True)
     assert reader.settings.window == WindowConfig(**SMALL_WINDOWS)
