@@ -181,7 +181,8 @@ TRAJECTORY_NEUTRAL = frozenset({
     "resume", "overwrite_output_dir", "do_eval", "evaluate_during_training", "eval_all_checkpoints",
     "per_gpu_eval_batch_size", "max_eval_samples", "predict_file", "logging_steps", "save_steps", "n_best_size",
     "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank", "threads", "dist_timeout",
-    "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file"})
+    "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file",
+    "train_sources"})
 
 
 def diff_args(saved_path: Path, now: dict[str, Any]) -> list[str]:
