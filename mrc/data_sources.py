@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rich.table import Table
@@ -88,7 +88,7 @@ class SourceRead:
     sources: list[SourceStats] = field(default_factory=list)
 
 
-def read_sources(files: list[TrainFile]) -> SourceRead:
+def read_sources(files: list[TrainFile], *, data_format: str = "auto") -> SourceRead:
     """Read each file on its own; an id found in several files becomes `<file stem>/<id>` in each."""
     seen_paths: dict[Path, int] = {}
     for i, f in enumerate(files):
@@ -99,7 +99,7 @@ def read_sources(files: list[TrainFile]) -> SourceRead:
         seen_paths[resolved] = i
     per_file, stats = [], []
     for f in files:
-        examples, read = read_examples([f.path])
+        examples, read = read_examples([f.path], data_format=data_format)
         per_file.append(examples)
         stats.append(read)
     per_file, namespaced = namespace_colliding_ids(per_file, [f.path for f in files])
@@ -153,29 +153,32 @@ def count_windows(sources: list[SourceStats], window_file: np.ndarray, is_negati
 
 
 def source_table(sources: list[SourceStats], *, neg_ratio: float | None, used: str = "trained") -> Table:
-    """The per-source table train.py and `python -m mrc.features` print: one row per file and a total."""
+    """The per-source table train.py and `python -m mrc.features` print: a column per file (and the total)."""
+    columns = sources + ([_total(sources)] if len(sources) > 1 else [])
+    names = [Path(s.file).name for s in sources]
     table = Table(title="data sources", title_justify="left")
-    for name in ("source", "format", "weight", "questions", "kept", "repaired", "skipped", "unanswerable",
-                 "ids namespaced", used, "windows", "without answer"):
-        table.add_column(name, justify="left" if name in ("source", "format", "skipped") else "right")
+    table.add_column("", style="cyan")
+    for s, name in zip(columns, names + ["total"]):
+        table.add_column(name if names.count(name) == 1 else s.file, justify="right")
     epoch = neg_ratio is not None and all(s.epoch_windows is not None for s in sources)
+    reasons = sorted({r for s in sources for r in s.skipped_by}, key=lambda r: -sum(s.skipped_by.get(r, 0) for s in sources))
+    rows: list[tuple[str, Callable[[SourceStats], Any]]] = [
+        ("format", lambda s: s.formats), ("weight", lambda s: f"{s.weight:g}" if s.weight else ""),
+        ("questions", lambda s: s.questions), ("kept", lambda s: s.kept), ("repaired", lambda s: s.repaired),
+        ("skipped", lambda s: s.skipped),
+        *[(f"  {reason}", lambda s, r=reason: s.skipped_by.get(r, 0)) for reason in reasons],
+        ("unanswerable", lambda s: s.unanswerable), ("unlabelled", lambda s: s.unlabelled),
+        ("ids namespaced", lambda s: s.namespaced), (used, lambda s: s.used), ("windows", lambda s: s.windows),
+        ("  without answer", lambda s: s.windows_without_answer)]
     if epoch:
-        table.add_column("epoch 1 windows", justify="right")
-        table.add_column(f"without answer kept (--neg_ratio {neg_ratio:g})", justify="right")
-    for s in sources + ([_total(sources)] if len(sources) > 1 else []):
-        row = [s.file, s.formats, f"{s.weight:g}" if s.weight else "", f"{s.questions:,}", f"{s.kept:,}",
-               f"{s.repaired:,}", _skipped_cell(s.skipped_by), f"{s.unanswerable:,}", f"{s.namespaced:,}",
-               f"{s.used:,}", f"{s.windows:,}", f"{s.windows_without_answer:,}"]
-        if epoch:
-            row += [f"{s.epoch_windows:,}", f"{s.epoch_kept_without_answer:,}"]
-        table.add_row(*row, end_section=s is sources[-1])
+        rows += [("epoch 1 windows", lambda s: s.epoch_windows),
+                 ("  without answer", lambda s: s.epoch_kept_without_answer)]
+        table.caption = (f"epoch 1: each file's windows drawn by its weight, then --neg_ratio {neg_ratio:g} "
+                         "of those without the answer")
+        table.caption_justify = "left"
+    for label, value in rows:
+        table.add_row(label, *[f"{v:,}" if isinstance(v, int) else str(v) for v in map(value, columns)])
     return table
-
-
-def _skipped_cell(skipped_by: dict[str, int]) -> str:
-    total = sum(skipped_by.values())
-    reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(skipped_by.items(), key=lambda kv: -kv[1]))
-    return f"{total:,}" + (f" ({reasons})" if reasons else "")
 
 
 def _total(sources: list[SourceStats]) -> SourceStats:
