@@ -209,6 +209,8 @@ def _place(ans: dict, context: str, loc: Loc, stats: ReadStats) -> Answer | str:
         if not start.strip().lstrip("-").isdigit():
             raise (loc / "answer_start").error(f"must be an integer, got str {short(start)}")
         start = int(start)
+    if text.strip().lower() in YES_NO_TEXTS and context[start:start + len(text)] != text:
+        return YES_NO  # never searched for: "예" is also the first syllable of "예정"
     if start >= 0:
         placed = place_answer(text, start, context)
         stats.repaired += placed is not None and placed != start
@@ -219,8 +221,6 @@ def _place(ans: dict, context: str, loc: Loc, stats: ReadStats) -> Answer | str:
         return Answer(text, placed)
     if ans.get("cell_text") and isinstance(ans["cell_text"], list):
         return TABLE_CELLS
-    if text.strip().lower() in YES_NO_TEXTS:
-        return YES_NO
     if ans.get("options"):
         return MULTIPLE_CHOICE
     return NOT_IN_CONTEXT

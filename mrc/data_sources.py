@@ -158,8 +158,8 @@ def source_table(sources: list[SourceStats], *, neg_ratio: float | None, used: s
     names = [Path(s.file).name for s in sources]
     table = Table(title="data sources", title_justify="left")
     table.add_column("", style="cyan")
-    for s, name in zip(columns, names + ["total"]):
-        table.add_column(name if names.count(name) == 1 else s.file, justify="right")
+    for s, name in zip(columns, names + ["total"]):  # fold, not cut: a log file is 80 columns wide
+        table.add_column(name if names.count(name) == 1 else s.file, justify="right", overflow="fold")
     epoch = neg_ratio is not None and all(s.epoch_windows is not None for s in sources)
     reasons = sorted({r for s in sources for r in s.skipped_by}, key=lambda r: -sum(s.skipped_by.get(r, 0) for s in sources))
     rows: list[tuple[str, Callable[[SourceStats], Any]]] = [

@@ -148,8 +148,9 @@ def get_field(obj: dict, key: str, kind: type | tuple[type, ...], loc: Loc, *, r
 
 
 def _article(names: str) -> str:
-    return {"list": "a list", "dict": "an object", "str": "a string", "int": "an integer",
-            "bool": "true or false"}.get(names, names)
+    """`str or list` -> `a string or a list`."""
+    words = {"list": "a list", "dict": "an object", "str": "a string", "int": "an integer", "bool": "true or false"}
+    return " or ".join(words.get(name, name) for name in names.split(" or "))
 
 
 def short(value: Any) -> str:
