@@ -157,7 +157,7 @@ def source_table(sources: list[SourceStats], *, neg_ratio: float | None, used: s
     columns = sources + ([_total(sources)] if len(sources) > 1 else [])
     names = [Path(s.file).name for s in sources]
     table = Table(title="data sources", title_justify="left")
-    table.add_column("", style="cyan")
+    table.add_column("", style="cyan", no_wrap=True)
     for s, name in zip(columns, names + ["total"]):  # fold, not cut: a log file is 80 columns wide
         table.add_column(name if names.count(name) == 1 else s.file, justify="right", overflow="fold")
     epoch = neg_ratio is not None and all(s.epoch_windows is not None for s in sources)
