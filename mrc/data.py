@@ -167,8 +167,8 @@ def _parse_question(qa: dict, context: str, title: str, source: str, loc: Loc, s
     stats.unanswerable += bool(is_impossible)
     stats.unlabelled += not has_answers and not is_impossible
     qtype = qa.get("question_type", qa.get("classtype"))  # KLUE's, or AIHub's in its SQuAD-like files
-    return Example(id=qid, question=question, context=context, answers=tuple(answers), is_impossible=bool(is_impossible),
-                   title=title, source=source, plausible_answers=plausible,
+    return Example(id=qid, question=question, context=context, answers=tuple(answers),
+                   is_impossible=bool(is_impossible), title=title, source=source, plausible_answers=plausible,
                    question_type="" if qtype is None else str(qtype), source_format=source_format)
 
 

@@ -161,7 +161,8 @@ def source_table(sources: list[SourceStats], *, neg_ratio: float | None, used: s
     for s, name in zip(columns, names + ["total"]):  # fold, not cut: a log file is 80 columns wide
         table.add_column(name if names.count(name) == 1 else s.file, justify="right", overflow="fold")
     epoch = neg_ratio is not None and all(s.epoch_windows is not None for s in sources)
-    reasons = sorted({r for s in sources for r in s.skipped_by}, key=lambda r: -sum(s.skipped_by.get(r, 0) for s in sources))
+    reasons = sorted({r for s in sources for r in s.skipped_by},
+                     key=lambda r: -sum(s.skipped_by.get(r, 0) for s in sources))
     rows: list[tuple[str, Callable[[SourceStats], Any]]] = [
         ("format", lambda s: s.formats), ("weight", lambda s: f"{s.weight:g}" if s.weight else ""),
         ("questions", lambda s: s.questions), ("kept", lambda s: s.kept), ("repaired", lambda s: s.repaired),

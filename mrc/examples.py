@@ -43,7 +43,7 @@ class Example:
     is_impossible: bool = False
     title: str = ""
     source: str = ""  # file the example came from
-    plausible_answers: tuple[Answer, ...] = ()  # SQuAD v2 / KLUE / AIHub: the distractor span of an unanswerable question
+    plausible_answers: tuple[Answer, ...] = ()  # SQuAD v2 / KLUE / AIHub: an unanswerable question's distractor
     question_type: str = ""  # KLUE question_type, AIHub classtype or qa_type (kept as text)
     source_format: str = ""  # the reader's format name: squad, klue, jsonl, aihub, korquad2, aihub_tech
 

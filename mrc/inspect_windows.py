@@ -20,7 +20,8 @@ from rich.table import Table
 from mrc.batching import collate
 from mrc.config import add_dataclass_args, field, from_args
 from mrc.data import FORMATS
-from mrc.data_sources import SourceRead, SourceStats, TrainFile, count_windows, parse_train_file, read_sources, source_table
+from mrc.data_sources import (SourceRead, SourceStats, TrainFile, count_windows, parse_train_file, read_sources,
+                              source_table)
 from mrc.errors import MRCError, cli_entry
 from mrc.features import CACHE_ENV, build_store
 from mrc.io import atomic_path
