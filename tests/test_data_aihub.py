@@ -13,13 +13,17 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mrc.data import read_examples
 from mrc.data_aihub import nested_format
 from mrc.data_sources import TrainFile, read_sources
+from mrc.dist import DistContext
 from mrc.errors import MRCError
 from mrc.examples import MULTIPLE_CHOICE, NOT_IN_CONTEXT, TABLE_CELLS, YES_NO
 from mrc.inspect_windows import main as inspect_main
+from mrc.reporting import Reporter
+from mrc.train_data import read_train_examples
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -311,3 +315,18 @@ def test_features_cli_prints_the_per_source_table(all_shapes, koelectra_folder, 
         assert name in printed
     for row in ("yes/no answer", "multiple choice", "table cells", "answer not in context", "epoch 1 windows"):
         assert row in printed
+
+
+def test_training_reads_colliding_files_namespaced_and_says_how_many(tmp_path, capsys):
+    name, root, *_ = news()
+    first, second = write(tmp_path, "TL_span_extraction.json", root), write(tmp_path, "행정문서1.json", root)
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    train = read_train_examples([TrainFile(first), TrainFile(second, 0.5)], Reporter(ctx), with_unanswerable=False,
+                                max_samples=None, verbose=True)
+    err = capsys.readouterr().err
+    assert "5 question ids also used by another --train_file file" in err
+    assert "1 unanswerable or unlabelled questions not trained on" in err and "skipped" in err
+    assert [ex.id for ex in train.examples] == [f"{stem}/{i}" for stem in ("TL_span_extraction", "행정문서1")
+                                                for i in ("4559297", "4559298", "101", "103")]
+    assert train.file_of.tolist() == [0] * 4 + [1] * 4
+    assert [(s.namespaced, s.used, s.unanswerable) for s in train.sources] == [(5, 4, 1), (5, 4, 1)]
