@@ -85,8 +85,9 @@ def read_aihub(path: Path, root: Any, fmt: str, stats: ReadStats) -> Iterator[tu
             if not isinstance(para, dict):
                 raise ploc.error("each paragraph must be an object with 'context' and 'qas'")
             context = get_field(para, "context", str, ploc)
+            qas_loc = ploc / "qas"
             for qi, qa in enumerate(get_field(para, "qas", list, ploc)):
-                qloc = ploc / "qas" / qi
+                qloc = qas_loc / qi
                 if not isinstance(qa, dict):
                     raise qloc.error("each question must be an object with an id, 'question' and 'answers' or 'answer'")
                 qid = _question_id(qa, qloc, ("question_id", "id", "guid"))
@@ -111,8 +112,9 @@ def _read_tech(path: Path, root: dict, top: Loc, stats: ReadStats) -> Iterator[t
             if not isinstance(para, dict):
                 raise cloc.error("each context_info entry must be an object with 'context' and 'qas'")
             context = get_field(para, "context", str, cloc)
+            qas_loc = cloc / "qas"
             for qi, qa in enumerate(get_field(para, "qas", list, cloc)):
-                qloc = cloc / "qas" / qi
+                qloc = qas_loc / qi
                 if not isinstance(qa, dict):
                     raise qloc.error("each question must be an object with 'question_id', 'question-1' and 'answer'")
                 qid = _question_id(qa, qloc, ("question_id", "id"))
@@ -154,19 +156,19 @@ def _read_question(qa: dict, qid: str, question: str, context: str, title: str, 
     """One question -> Example; None when its answer is not a span of the context (counted by reason)."""
     stats.questions += 1
     key = "answers" if qa.get("answers") is not None else "answer" if qa.get("answer") is not None else None
-    raw = _answer_objects(qa[key], loc / key) if key else []
+    aloc = loc / key if key else loc
+    raw = _answer_objects(qa[key], aloc) if key else []
     given = [(i, a) for i, a in raw if _has_text(a)]
     is_impossible = get_field(qa, "is_impossible", bool, loc, required=False, default=key is not None and not given)
     if key is not None and not given and not is_impossible:
-        raise (loc / key).error("has no answer text; give the span's text or set is_impossible to true")
+        raise aloc.error("has no answer text; give the span's text or set is_impossible to true")
     spans = []
     for i, ans in given:
-        span = _place(ans, context, loc / key / i if isinstance(qa[key], list) else loc / key, stats)
+        span = _place(ans, context, aloc / i if len(raw) > 1 or isinstance(qa[key], list) else aloc, stats)
         if isinstance(span, str):
             if is_impossible:
                 continue  # a plausible answer that is not in the context is only left out
-            text = ans.get("text")
-            stats.skip(span, f"{loc / key}: answer {short(text)}: {span}")
+            stats.skip(span, f"{aloc}: answer {short(ans.get('text'))}: {span}")
             return None
         spans.append(span)
     stats.unanswerable += is_impossible
