@@ -330,3 +330,11 @@ def test_training_reads_colliding_files_namespaced_and_says_how_many(tmp_path, c
                                                 for i in ("4559297", "4559298", "101", "103")]
     assert train.file_of.tolist() == [0] * 4 + [1] * 4
     assert [(s.namespaced, s.used, s.unanswerable) for s in train.sources] == [(5, 4, 1), (5, 4, 1)]
+
+
+@pytest.mark.parametrize("fixture, fmt", [("korquad_dev", "squad"), ("korquad_train_subset", "squad"),
+                                          ("klue_train", "klue"), ("klue_dev", "klue")])
+def test_real_korquad_and_klue_files_are_not_taken_for_aihub(fixture, fmt, request):
+    path = request.getfixturevalue(fixture)
+    assert nested_format(json.loads(path.read_text(encoding="utf-8"))) == "squad"
+    assert {ex.source_format for ex in read_examples(path)[0]} == {fmt}
