@@ -33,7 +33,8 @@ from mrc.store import WindowConfig, WindowStore
 class InspectConfig:
     model: str = field(help="model folder with vocab.txt + tokenizer_config.json (or tokenizer.json)")
     dump: str | None = field(None, help="write one JSON line per window to this file")
-    cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or ./.cache/mrc)")
+    features_cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or "
+                                           "./.cache/mrc)")
     no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
     data_format: str = field("auto", help="input format; auto detects it per file", choices=FORMATS)
     neg_ratio: float = field(1.0, "as train.py's: the fraction of windows without the answer epoch 1 keeps")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{train_file.path}: {stats.summary()}")
     # Built from the Examples (not the paths) so the cache key is the one train.py and predict.py use.
     store = build_store(examples, cfg.model, wcfg, labels=any(ex.is_labelled for ex in examples),
-                        cache_dir=cfg.cache_dir, use_cache=not cfg.no_cache)
+                        cache_dir=cfg.features_cache_dir, use_cache=not cfg.no_cache)
     sources = source_rows(files, read, store, cfg)
     Console().print(source_table(sources, neg_ratio=cfg.neg_ratio if store.has_labels else None, used="used"))
     _print_counts(store, inspect_counts(store))

@@ -35,6 +35,7 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # again: a writer may have replaced the file (safetensors: 0600)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
@@ -67,6 +68,7 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the final folder gets ordinary permissions
     try:
         yield tmp
+        _ordinary_modes(tmp)
         _fsync_tree(tmp)
         if path.exists():
             old = _aside(path)
@@ -83,6 +85,14 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
 
 def _aside(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
+
+
+def _ordinary_modes(folder: Path) -> None:
+    """Files as the umask makes them (safetensors writes 0600), so a teammate can read a saved model."""
+    mode = 0o666 & ~_umask()
+    for f in folder.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, mode)
 
 
 def _fsync_tree(folder: Path) -> None:

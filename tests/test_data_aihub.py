@@ -286,7 +286,7 @@ def test_training_on_a_weighted_mix_of_every_shape_runs_to_the_end(all_shapes, t
               "--train_file", *[f"{p}:{w}" for p, w in zip(all_shapes, weights)], "--predict_file", str(korquad_dev),
               "--max_eval_samples", "8", "--version_2_with_negative", "--max_seq_length", "96", "--doc_stride", "32",
               "--max_query_length", "24", "--per_gpu_train_batch_size", "4", "--max_steps", "3",
-              "--logging_steps", "1", "--save_steps", "0", "--neg_ratio", "0.5", "--cache_dir", str(tmp_path / "c")])
+              "--logging_steps", "1", "--save_steps", "0", "--neg_ratio", "0.5", "--features_cache_dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert "data sources" in err and "trained 3 steps" in err and "Traceback" not in err
     sources = json.loads((out / "training_args.json").read_text(encoding="utf-8"))["train_sources"]
