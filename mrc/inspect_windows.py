@@ -1,8 +1,9 @@
-"""`python -m mrc.features DATA... --model FOLDER`: build (or reuse) the window store and show what it holds.
+"""`python -m mrc.features DATA[:WEIGHT]... --model FOLDER`: build (or reuse) the window store and show what it holds.
 
-Prints the read summary and the counts of questions (and how many fit one window), windows,
-tokens, the padding saved and the store's size against padded int64 tensors; `--dump FILE.jsonl`
-writes every window's ids.
+Prints the per-source table train.py prints (questions, skips by reason, windows, epoch 1's draw
+at `--neg_ratio`), the counts of questions (and how many fit one window), windows, tokens, the
+padding saved and the store's size against padded int64 tensors; `--dump FILE.jsonl` writes every
+window's ids. As in training, ids that collide across files become `<file stem>/<id>`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from rich.table import Table
 
 from mrc.batching import collate
 from mrc.config import add_dataclass_args, field, from_args
-from mrc.data import FORMATS, read_examples
+from mrc.data import FORMATS
+from mrc.data_sources import (SourceRead, SourceStats, TrainFile, count_windows, parse_train_file, read_sources,
+                              source_table)
 from mrc.errors import MRCError, cli_entry
 from mrc.features import CACHE_ENV, build_store
 from mrc.io import atomic_path
+from mrc.schedule import Sampling, TrainData, epoch_windows
 from mrc.store import WindowConfig, WindowStore
 
 
@@ -33,10 +37,14 @@ class InspectConfig:
                                            "./.cache/mrc)")
     no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
     data_format: str = field("auto", help="input format; auto detects it per file", choices=FORMATS)
+    neg_ratio: float = field(1.0, "as train.py's: the fraction of windows without the answer epoch 1 keeps")
+    seed: int = field(42, "as train.py's: the seed of epoch 1's draw (file weights, --neg_ratio)")
 
     def __post_init__(self):
         if not Path(self.model).is_dir():
             raise MRCError(f"--model {self.model}: folder not found; pass the model folder holding vocab.txt")
+        if not 0.0 <= self.neg_ratio <= 1.0:
+            raise MRCError(f"--neg_ratio must be in [0, 1] (1 keeps every window), got {self.neg_ratio}")
 
 
 def inspect_counts(store: WindowStore) -> dict[str, int]:
@@ -73,10 +81,27 @@ def dump_windows(store: WindowStore, path: Path, chunk: int = 512) -> None:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
+def source_rows(files: list[TrainFile], read: SourceRead, store: WindowStore, cfg: InspectConfig) -> list[SourceStats]:
+    """The per-source table's rows: read counts, windows, and epoch 1 as train.py would draw it."""
+    file_by_id = {ex.id: f for f, examples in enumerate(read.examples) for ex in examples}
+    example_file = np.asarray([file_by_id[i] for i in store.example_ids], dtype=np.int32)
+    window_file = example_file[np.asarray(store.windows.example_index)]
+    for f, source in enumerate(read.sources):
+        source.used = len(read.examples[f])
+    if not store.has_labels:
+        count_windows(read.sources, window_file, None, None)
+        return read.sources
+    is_negative = (np.asarray(store.windows.start_position) == 0) & (np.asarray(store.windows.end_position) == 0)
+    data = TrainData(store=store, window_file=window_file, weights=[f.weight for f in files], is_negative=is_negative,
+                     lengths=np.asarray(store.sequence_lengths()))
+    first_epoch, _ = epoch_windows(data, Sampling(seed=cfg.seed, neg_ratio=cfg.neg_ratio, global_batch=1,
+                                                  world_size=1, group_by_length=False), 0)
+    count_windows(read.sources, window_file, is_negative, first_epoch)
+    return read.sources
+
+
 def _print_counts(store: WindowStore, counts: dict[str, int]) -> None:
     console = Console()
-    if store.read_stats:
-        console.print(store.read_stats.summary())
     table = Table(title="windows", title_justify="left")
     table.add_column("", style="cyan")
     table.add_column("count", justify="right")
@@ -100,16 +125,22 @@ def _print_counts(store: WindowStore, counts: dict[str, int]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mrc.features", description=
                                      "Build (or reuse) the window store of data files and print what it holds.")
-    parser.add_argument("data", nargs="+", help="KorQuAD/SQuAD/KLUE JSON or JSON Lines files")
+    parser.add_argument("data", nargs="+", help="KorQuAD/SQuAD/KLUE/AIHub JSON or JSON Lines files, each "
+                        "optionally PATH:WEIGHT as in train.py's --train_file")
     add_dataclass_args(parser, InspectConfig)
     add_dataclass_args(parser.add_argument_group("windows"), WindowConfig)
     args = parser.parse_args(argv)
     cfg, wcfg = from_args(InspectConfig, args), from_args(WindowConfig, args)
-    examples, stats = read_examples(args.data, data_format=cfg.data_format)
+    files = [parse_train_file(spec, None) for spec in args.data]
+    read = read_sources(files, data_format=cfg.data_format)
+    examples = [ex for per_file in read.examples for ex in per_file]
+    for train_file, stats in zip(files, read.stats):
+        print(f"{train_file.path}: {stats.summary()}")
     # Built from the Examples (not the paths) so the cache key is the one train.py and predict.py use.
     store = build_store(examples, cfg.model, wcfg, labels=any(ex.is_labelled for ex in examples),
                         cache_dir=cfg.features_cache_dir, use_cache=not cfg.no_cache)
-    store.read_stats = stats
+    sources = source_rows(files, read, store, cfg)
+    Console().print(source_table(sources, neg_ratio=cfg.neg_ratio if store.has_labels else None, used="used"))
     _print_counts(store, inspect_counts(store))
     if cfg.dump:
         dump_windows(store, Path(cfg.dump))

@@ -28,7 +28,8 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import TRAINING_ARGS, load_model, read_model_config, read_training_args
 from mrc.config import field, overlay_saved, print_config, section
-from mrc.data import Example, ReadStats, item_problem, read_examples
+from mrc.data import Example, ReadStats, read_examples
+from mrc.examples import item_problem
 from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions

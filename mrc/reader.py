@@ -26,7 +26,8 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import TRAINING_ARGS, load_model, read_model_config, read_training_args, stderr_line
 from mrc.config import overlay_saved, section
-from mrc.data import Example, item_problem, read_examples
+from mrc.data import Example, read_examples
+from mrc.examples import item_problem
 from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, store_predictions

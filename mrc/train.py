@@ -26,6 +26,7 @@ from mrc import dist, tensorboard
 from mrc.batching import collate
 from mrc.checkpoint import load_model, read_model_config
 from mrc.config import field, print_config, section, to_argv, to_dict
+from mrc.data_sources import TrainFile, parse_train_file
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
@@ -40,7 +41,7 @@ from mrc.reporting import Reporter
 from mrc.report import write_report
 from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
-from mrc.train_data import TrainFile, load_train_data, parse_train_file, read_train_examples
+from mrc.train_data import load_train_data, read_train_examples
 from mrc.train_state import (Trainer, checkpoint_dir, decide_start, is_training_checkpoint, latest_checkpoint,
                              read_progress, refresh_checkpoint_cards, resume, save_checkpoint, save_final_model)
 
@@ -427,8 +428,8 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         else:
             evaluator.run(model, "eval")
         return evaluator.scores("eval")
-    data = load_train_data(cfg.train_files, *train_examples, model_folder, cfg.window, ctx, report,
-                           cache_dir=cfg.features_cache_dir)
+    data = load_train_data(cfg.train_files, train_examples, model_folder, cfg.window, ctx, report,
+                           cache_dir=cfg.features_cache_dir, sampling=cfg.sampling(ctx.world_size))
     schedule = plan_schedule(data, cfg.sampling(ctx.world_size), num_train_epochs=cfg.num_train_epochs,
                              max_steps=cfg.max_steps)
     for epoch, counts in enumerate(schedule.counts):
@@ -438,6 +439,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
     trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report, snapshot_commit(model_folder))
     trainer.card = model_card_info(cfg, model_folder, evaluator, ctx) if ctx.is_main else None
+    trainer.training_args["train_sources"] = [source.to_dict() for source in train_examples.sources]
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
         out.mkdir(parents=True, exist_ok=True)
         resumed_step = read_progress(resume_from).step if resume_from else 0

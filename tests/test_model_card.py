@@ -60,9 +60,12 @@ def test_the_card_command_reproduces_the_training_flags(unattended_run):
     assert argv[:2] == ["python", "train.py"]
     rebuilt = to_dict(cli.parse_args(argv[2:]))
     saved = json.loads((unattended_run / "training_args.json").read_text())
-    assert rebuilt == {k: v for k, v in saved.items() if k != "model_commit"}  # the resolved hub commit, not a flag
+    # Not flags: the resolved hub commit (in the card too) and the per-source data table (training_args.json only).
+    assert rebuilt == {k: v for k, v in saved.items() if k not in ("model_commit", "train_sources")}
+    assert saved["train_sources"][0]["questions"] > 0
     for k, v in saved.items():
-        assert f"| `{k}` | `{json.dumps(v, ensure_ascii=False)}` |" in body
+        if k != "train_sources":
+            assert f"| `{k}` | `{json.dumps(v, ensure_ascii=False)}` |" in body
 
 
 def test_the_base_model_id_and_license_come_from_the_base_folder(koelectra_folder, tmp_path):
