@@ -3,7 +3,8 @@
 Every problem in a file is reported as an `MRCError` naming the file and the JSON path
 (`data[3].paragraphs[1].qas[0].answers[0]`) or the JSON Lines line number, and what to change.
 A misaligned `answer_start` is moved to the nearest occurrence of the answer text; a question
-whose answer text is nowhere in its context is skipped and counted in `ReadStats`.
+whose answer text is nowhere in its context is skipped and counted in `ReadStats`. JSON text goes
+through `mrc.text.parse_json`: every unpaired surrogate in it becomes U+FFFD (counted).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mrc.errors import MRCError
+from mrc.text import JSONTextError, parse_json
 
 FORMATS = ("auto", "squad", "klue", "jsonl")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -58,6 +60,7 @@ class ReadStats:
     skipped: int = 0  # answer text not found in its context: question dropped
     unanswerable: int = 0  # kept questions marked is_impossible (or with an empty answer list)
     unlabelled: int = 0  # kept questions without an `answers` field (usable for prediction only)
+    replaced: int = 0  # unpaired surrogates (not valid Unicode) replaced by U+FFFD, offsets kept
     skipped_where: list[str] = field(default_factory=list)  # "file: path: reason" per skipped question
 
     @property
@@ -69,14 +72,16 @@ class ReadStats:
         files = f"{self.files:,} file" + ("s" if self.files != 1 else "")
         return (f"read {self.questions:,} questions from {files}: {self.kept:,} kept, {self.repaired:,} repaired, "
                 f"{self.skipped:,} skipped (answer not in context), {self.unanswerable:,} unanswerable, "
-                f"{self.unlabelled:,} unlabelled")
+                f"{self.unlabelled:,} unlabelled"
+                + (f", {self.replaced:,} invalid characters (unpaired surrogates) replaced by U+FFFD"
+                   if self.replaced else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReadStats:
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def read_examples(paths: str | Path | Sequence[str | Path], *, data_format: str = "auto") -> tuple[list[Example], ReadStats]:
@@ -101,23 +106,22 @@ def read_examples(paths: str | Path | Sequence[str | Path], *, data_format: str 
     return examples, stats
 
 
-def _parse_json(path: Path, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+def _parse_json(path: Path, text: str, stats: ReadStats) -> Any:
+    root, replaced = parse_json(text, str(path))
+    stats.replaced += replaced
+    return root
 
 
-def _detect_format(path: Path, text: str) -> tuple[str, Any]:
+def _detect_format(path: Path, text: str, stats: ReadStats) -> tuple[str, Any]:
     """('squad', parsed root) for nested SQuAD/KorQuAD/KLUE JSON, or ('jsonl', None)."""
     if path.suffix.lower() in JSONL_SUFFIXES:
         return "jsonl", None
     try:
-        root = json.loads(text)
-    except json.JSONDecodeError as e:
-        if e.msg == "Extra data":
+        root = _parse_json(path, text, stats)
+    except JSONTextError as e:
+        if e.reason == "Extra data":
             return "jsonl", None  # several top-level values: one JSON object per line
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise
     if isinstance(root, dict) and "data" in root:
         return "squad", root
     if isinstance(root, dict) and "question" in root:
@@ -128,22 +132,26 @@ def _detect_format(path: Path, text: str) -> tuple[str, Any]:
 
 
 def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise MRCError(f"{path}: is a folder, not a data file; pass the JSON or JSON Lines files inside it")
     if not path.is_file():
         raise MRCError(f"{path}: file not found; check the path")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise MRCError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except OSError as e:
+        raise MRCError(f"{path}: cannot be read: {e.strerror or e}") from None
 
 
 def _read_file(path: Path, data_format: str, stats: ReadStats) -> Iterator[tuple[Example, _Loc]]:
     text = _read_text(path)
-    fmt, root = _detect_format(path, text) if data_format == "auto" else (data_format, None)
+    fmt, root = _detect_format(path, text, stats) if data_format == "auto" else (data_format, None)
     if fmt == "jsonl":
         yield from _read_jsonl(path, text, stats)
         return
     if root is None:
-        root = _parse_json(path, text)
+        root = _parse_json(path, text, stats)
     forced_id_key = {"squad": "id", "klue": "guid"}.get(data_format)  # auto: either one
     yield from _read_nested(path, root, stats, id_key=forced_id_key)
 
@@ -187,6 +195,8 @@ class _Loc:
 def _get(obj: dict, key: str, kind: type | tuple[type, ...], loc: _Loc, *, required: bool = True, default: Any = None) -> Any:
     """obj[key] checked against `kind`; a missing required key or a wrong type names the path."""
     if key not in obj or obj[key] is None:
+        if required and key in obj:
+            raise (loc / key).error("is null; every entry here needs a value")
         if required:
             raise loc.error(f"missing {key!r}; every entry here needs one")
         return default
@@ -204,7 +214,10 @@ def _article(names: str) -> str:
 
 
 def _short(value: Any) -> str:
-    s = json.dumps(value, ensure_ascii=False)
+    try:
+        s = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested too deeply to print
+        return f"(a deeply nested {type(value).__name__})"
     return s if len(s) <= 40 else s[:37] + "..."
 
 
@@ -241,10 +254,10 @@ def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Examp
             continue
         loc = _Loc(path, line=lineno)
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MRCError(f"{path}:{lineno}: not valid JSON at column {e.colno}: {e.msg}; "
-                           f"JSON Lines needs one complete object per line") from None
+            obj, replaced = parse_json(line, f"{path}:{lineno}")
+        except JSONTextError as e:
+            raise MRCError(f"{e}; JSON Lines needs one complete object per line") from None
+        stats.replaced += replaced
         if not isinstance(obj, dict):
             raise loc.error("each line must be an object with 'id', 'question' and 'context'")
         context = _get(obj, "context", str, loc)
