@@ -51,6 +51,13 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def path_arg(text: str) -> Path:
+    """argparse type of every Path flag: an empty string would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; give a file or folder path")
+    return Path(text)
+
+
 def _is_section(f: dataclasses.Field) -> bool:
     return bool(f.metadata.get("section"))
 
@@ -88,6 +95,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     for owner, f in flag_fields(cls):
         meta = f.metadata
         tp, is_list = _base_type(typing.get_type_hints(owner)[f.name])
+        tp = path_arg if tp is Path else tp
         names = [f"--{f.name}", *meta.get("flags", ())]
         default = argparse.SUPPRESS if suppress_defaults else _default(f)
         required = (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

@@ -1,7 +1,8 @@
 """`python -m mrc.features DATA... --model FOLDER`: build (or reuse) the window store and show what it holds.
 
 Prints the read summary and the counts of questions, windows, tokens, the padding saved and the
-store's size against padded int64 tensors; `--dump FILE.jsonl` writes every window's ids.
+store's size against padded int64 tensors; `--dump FILE.jsonl` writes every window's ids (an
+existing FILE only with `--overwrite`, an input never).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mrc.config import add_dataclass_args, field, from_args
 from mrc.data import FORMATS, read_examples
 from mrc.errors import MRCError, cli_entry
 from mrc.features import CACHE_ENV, build_store
-from mrc.io import atomic_path
+from mrc.io import atomic_path, check_output_file, refuse_input_as_output
 from mrc.store import WindowConfig, WindowStore
 
 
@@ -28,11 +29,14 @@ from mrc.store import WindowConfig, WindowStore
 class InspectConfig:
     model: str = field(help="model folder with vocab.txt + tokenizer_config.json (or tokenizer.json)")
     dump: str | None = field(None, help="write one JSON line per window to this file")
+    overwrite: bool = field(False, help="with --dump: replace the file when it exists")
     cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or ./.cache/mrc)")
     no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
     data_format: str = field("auto", help="input format; auto detects it per file", choices=FORMATS)
 
     def __post_init__(self):
+        if self.dump is not None:
+            check_output_file(self.dump, "--dump", overwrite=self.overwrite)
         if not Path(self.model).is_dir():
             raise MRCError(f"--model {self.model}: folder not found; pass the model folder holding vocab.txt")
 
@@ -50,10 +54,10 @@ def inspect_counts(store: WindowStore) -> dict[str, int]:
     return counts
 
 
-def dump_windows(store: WindowStore, path: Path, chunk: int = 512) -> None:
+def dump_windows(store: WindowStore, path: Path, chunk: int = 512, *, overwrite: bool = False) -> None:
     """One JSON object per window, in window order; labels only when the store has them."""
     lengths = store.sequence_lengths()
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for lo in range(0, len(store), chunk):
             idx = np.arange(lo, min(lo + chunk, len(store)))
             batch = collate(store, idx, with_labels=store.has_labels)
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     add_dataclass_args(parser.add_argument_group("windows"), WindowConfig)
     args = parser.parse_args(argv)
     cfg, wcfg = from_args(InspectConfig, args), from_args(WindowConfig, args)
+    if cfg.dump is not None:
+        refuse_input_as_output([Path(cfg.dump)], [Path(p) for p in args.data])
     examples, stats = read_examples(args.data, data_format=cfg.data_format)
     # Built from the Examples (not the paths) so the cache key is the one train.py and predict.py use.
     store = build_store(examples, cfg.model, wcfg, labels=any(ex.is_labelled for ex in examples),
@@ -105,5 +111,5 @@ def main(argv: list[str] | None = None) -> None:
     store.read_stats = stats
     _print_counts(store, inspect_counts(store))
     if cfg.dump:
-        dump_windows(store, Path(cfg.dump))
+        dump_windows(store, Path(cfg.dump), overwrite=cfg.overwrite)
         print(f"wrote {len(store):,} windows to {cfg.dump}")

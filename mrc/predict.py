@@ -35,11 +35,12 @@ from mrc.decode import DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
 from mrc.store import WindowConfig
-from mrc.io import atomic_path, read_json_object
+from mrc.io import atomic_path, check_output_dir, read_json_object, refuse_input_as_output
 from mrc.metrics import EvalResult, evaluate
 from mrc.precision import PrecisionConfig
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
+from mrc.text import clean_text
 
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -153,10 +154,17 @@ def plan_outputs(cfg: PredictConfig) -> list[InputPlan]:
 
 
 def check_outputs_free(plans: list[InputPlan], errors_path: Path, overwrite: bool) -> None:
-    """Refuse before any work when an output exists and --overwrite was not given."""
+    """Refuse before any work: an output that is an input (always), an output folder that cannot be one,
+    an existing output without --overwrite, an existing output that is a folder."""
+    paths = [errors_path] + [p for plan in plans for p in (*plan.files.paths, plan.logits) if p]
+    refuse_input_as_output(paths, [plan.path for plan in plans])
+    check_output_dir(errors_path.parent, "--output")
+    folders = [str(p) for p in paths if p.is_dir()]
+    if folders:
+        raise MRCError(f"output paths are folders, not files: {', '.join(folders)}; move them or choose another "
+                       f"--output")
     if overwrite:
         return
-    paths = [errors_path] + [p for plan in plans for p in (*plan.files.paths, plan.logits) if p]
     existing = [str(p) for p in paths if p.exists()]
     if existing:
         raise MRCError(f"output files already exist: {', '.join(existing)}; pass --overwrite to replace them "
@@ -336,11 +344,26 @@ def print_counts(results: list[FileResult], report: Reporter) -> None:
     report.say(f"read {read:,}, predicted {predicted:,}, errors {errors:,}")
 
 
+def read_inputs(paths: list[Path], report: Reporter) -> list[tuple[list[Example], ReadStats]]:
+    """Every input read and checked, its read summary printed; ids unique across all of them."""
+    inputs = []
+    first_file: dict[str, Path] = {}
+    for path in paths:
+        examples, stats = read_examples([path])
+        for ex in examples:
+            if first_file.setdefault(ex.id, path) != path:
+                raise MRCError(f"{path}: id {ex.id!r} is also in {first_file[ex.id]}; question ids must be unique "
+                               f"across all input files (predictions of both would share one key)")
+        report.say(f"{path}: {stats.summary()}")
+        inputs.append((examples, stats))
+    return inputs
+
+
 def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> list[FileResult]:
     plans = plan_outputs(cfg)
     errors_path = cfg.output / ERRORS_FILE
     check_outputs_free(plans, errors_path, cfg.overwrite)
-    inputs = [read_examples([p]) for p in cfg.input]  # every input read and checked before any model work
+    inputs = read_inputs(cfg.input, report)  # before any model work and before any output
     model = load_for_inference(cfg, ctx, report)
     results = [predict_file(plan, examples, stats, model, cfg, ctx, report)
                for plan, (examples, stats) in zip(plans, inputs)]
@@ -359,16 +382,26 @@ def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> li
 
 def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> Prediction | None:
     """One question: print the answer, its score and the n-best; returns the Prediction (rank 0)."""
-    example = Example(id="question", question=cfg.question, context=cfg.context, answers=())
+    (question, bad_q), (context, bad_c) = clean_text(cfg.question), clean_text(cfg.context)
+    if bad_q or bad_c:  # bytes that are not UTF-8 on the command line arrive as surrogate escapes
+        report.say(f"[yellow]{bad_q + bad_c} characters of --question/--context are not valid UTF-8; "
+                   f"each is read as U+FFFD[/]")
+    example = Example(id="question", question=question, context=context, answers=())
     problem = item_problem(example)
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
     model = load_for_inference(cfg, ctx, report)
     store = build_store_on_ranks([example], cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.cache_dir,
                                  use_cache=False)
+    if tokenless_questions(store, Path("--question")):
+        raise MRCError("cannot predict: no question tokens left after tokenization; --question holds only "
+                       "characters the tokenizer drops")
     predictions = list(store_predictions(model, store, ctx, cfg.inference()))
     if not ctx.is_main:
         return None
+    if not predictions[0].nbest:
+        raise MRCError("cannot predict: no context tokens left after tokenization; --context holds only "
+                       "characters the tokenizer drops")
     print_debug(predictions[0])
     return predictions[0]
 
