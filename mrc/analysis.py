@@ -27,7 +27,7 @@ from mrc.data import FORMATS, read_examples
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.store import WindowConfig
-from mrc.io import atomic_write_text, check_output_dir, check_output_file, read_json_object, refuse_input_as_output
+from mrc.io import atomic_write_text, check_folder_path, check_file_path, read_json_object, refuse_input_as_output
 from mrc.metrics import EvalResult, ExampleScore, evaluate, load_predictions
 from mrc.tokenizer import load_tokenizer
 
@@ -306,9 +306,9 @@ def check_outputs(cfg: EvalConfig, outputs: list[Path]) -> None:
     """Before reading or writing anything: the outputs are no inputs, their folder can be one, and
     they do not exist unless --overwrite."""
     refuse_input_as_output(outputs, [Path(cfg.dataset), Path(cfg.predictions)])
-    check_output_dir(outputs[0].parent, "--out")
+    check_folder_path(outputs[0].parent, "--out")
     for path in outputs:
-        check_output_file(path, overwrite=cfg.overwrite)
+        check_file_path(path, overwrite=cfg.overwrite)
 
 
 def evaluate_result(dataset_file: str | Path, prediction_file: str | Path) -> dict:

@@ -84,6 +84,15 @@ class ReadStats:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+def item_problem(example: Example) -> str | None:
+    """Why no model can answer this item (predict sends it to errors.jsonl, training leaves it out), or None."""
+    if not example.question.strip():
+        return "empty question"
+    if not example.context.strip():
+        return "empty context"
+    return None
+
+
 def read_examples(paths: str | Path | Sequence[str | Path], *, data_format: str = "auto") -> tuple[list[Example], ReadStats]:
     """Read every file (format auto-detected unless forced) into Examples; ids must be unique across files."""
     if data_format not in FORMATS:

@@ -21,7 +21,7 @@ from mrc.config import add_dataclass_args, field, from_args
 from mrc.data import FORMATS, read_examples
 from mrc.errors import MRCError, cli_entry
 from mrc.features import CACHE_ENV, build_store
-from mrc.io import atomic_path, check_output_file, refuse_input_as_output
+from mrc.io import atomic_path, check_file_path, refuse_input_as_output
 from mrc.store import WindowConfig, WindowStore
 
 
@@ -36,7 +36,7 @@ class InspectConfig:
 
     def __post_init__(self):
         if self.dump is not None:
-            check_output_file(self.dump, "--dump", overwrite=self.overwrite)
+            check_file_path(self.dump, "--dump", overwrite=self.overwrite)
         if not Path(self.model).is_dir():
             raise MRCError(f"--model {self.model}: folder not found; pass the model folder holding vocab.txt")
 

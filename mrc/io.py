@@ -2,7 +2,7 @@
 
 Every writer goes through here, and here an `OSError` becomes an `MRCError` naming the path and
 the cause (`fs_errors`): a file where a folder must be, a read-only file system, no space left.
-`check_output_dir` / `check_output_file` run the same checks before anything is written.
+`check_folder_path` / `check_file_path` run the same checks before anything is written.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ def fs_errors(path: Path | str) -> Iterator[None]:
 def ensure_dir(path: Path | str) -> Path:
     """`mkdir -p path`, with the cause as an MRCError when it cannot be made."""
     path = Path(path)
-    check_output_dir(path)
+    check_folder_path(path)
     with fs_errors(path):
         path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def check_output_dir(path: Path | str, flag: str = "") -> None:
+def check_folder_path(path: Path | str, flag: str = "") -> None:
     """Before anything is written: `path` (a folder to create or fill) must not be empty, nor a
     file, nor lie under a file. Writes nothing."""
     name = f"{flag} " if flag else ""
@@ -77,7 +77,7 @@ def check_output_dir(path: Path | str, flag: str = "") -> None:
             break
 
 
-def check_output_file(path: Path | str, flag: str = "", *, overwrite: bool = True) -> None:
+def check_file_path(path: Path | str, flag: str = "", *, overwrite: bool = True) -> None:
     """Before anything is written: `path` (a file to write) must not be empty, nor a folder, nor
     lie under a file, nor exist unless `overwrite`. Writes nothing."""
     name = f"{flag} " if flag else ""
@@ -86,7 +86,7 @@ def check_output_file(path: Path | str, flag: str = "", *, overwrite: bool = Tru
     path = Path(path)
     if path.is_dir():
         raise MRCError(f"{name}{path}: is a folder, not a file; give a file path")
-    check_output_dir(path.parent, flag)
+    check_folder_path(path.parent, flag)
     if not overwrite and path.exists():
         raise MRCError(f"{name}{path} already exists; pass --overwrite to replace it, or choose another output")
 
@@ -113,7 +113,7 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     With overwrite=False an existing `path` is an MRCError (checked before any work).
     """
     path = Path(path)
-    check_output_file(path, overwrite=overwrite)
+    check_file_path(path, overwrite=overwrite)
     with fs_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -147,7 +147,7 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     path puts it back; a crash before them leaves only a `.name.*.tmp` folder. Never a partial `path`.
     """
     path = Path(path)
-    check_output_dir(path)
+    check_folder_path(path)
     with fs_errors(path):
         restore_replaced_dir(path)
     if not overwrite and path.exists():

@@ -30,12 +30,12 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import load_model, looks_like_hub_id, resolve_model_folder
 from mrc.config import field, overlay_saved, print_config, section
-from mrc.data import Example, ReadStats, read_examples
+from mrc.data import Example, ReadStats, item_problem, read_examples
 from mrc.decode import DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
 from mrc.store import WindowConfig
-from mrc.io import atomic_path, check_output_dir, read_json_object, refuse_input_as_output
+from mrc.io import atomic_path, check_folder_path, read_json_object, refuse_input_as_output
 from mrc.metrics import EvalResult, evaluate
 from mrc.precision import PrecisionConfig
 from mrc.prediction_files import PredictionFiles, write_predictions
@@ -158,7 +158,7 @@ def check_outputs_free(plans: list[InputPlan], errors_path: Path, overwrite: boo
     an existing output without --overwrite, an existing output that is a folder."""
     paths = [errors_path] + [p for plan in plans for p in (*plan.files.paths, plan.logits) if p]
     refuse_input_as_output(paths, [plan.path for plan in plans])
-    check_output_dir(errors_path.parent, "--output")
+    check_folder_path(errors_path.parent, "--output")
     folders = [str(p) for p in paths if p.is_dir()]
     if folders:
         raise MRCError(f"output paths are folders, not files: {', '.join(folders)}; move them or choose another "
@@ -185,15 +185,6 @@ class ItemError:
 
     def to_json(self) -> str:
         return json.dumps({"id": self.id, "file": self.file, "reason": self.reason}, ensure_ascii=False)
-
-
-def item_problem(example: Example) -> str | None:
-    """Why this item cannot be predicted at all, or None."""
-    if not example.question.strip():
-        return "empty question"
-    if not example.context.strip():
-        return "empty context"
-    return None
 
 
 def split_predictable(examples: list[Example], path: Path) -> tuple[list[Example], list[ItemError]]:

@@ -27,6 +27,7 @@ from mrc.checkpoint import load_model, resolve_model_folder
 from mrc.config import field, print_config, section, to_dict
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
+from mrc.io import ensure_dir
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
 from mrc.store import WindowConfig
 from mrc.loss import qa_loss
@@ -110,8 +111,12 @@ class TrainConfig:
                      "threads", "dist_timeout"):
             if getattr(self, name) < 1:
                 raise MRCError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise MRCError(f"--learning_rate must be positive, got {self.learning_rate}")
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm", "num_train_epochs"):
+            if not math.isfinite(getattr(self, name)):
+                raise MRCError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        if not 0 < self.learning_rate <= 1:  # above 1 AdamW's first step already overflows float32 weights
+            raise MRCError(f"--learning_rate must be in (0, 1] (fine-tuning uses about 1e-5 to 1e-4), "
+                           f"got {self.learning_rate}")
         if self.weight_decay < 0 or not self.adam_epsilon > 0 or self.max_grad_norm < 0:
             raise MRCError("--weight_decay and --max_grad_norm must be >= 0 and --adam_epsilon > 0")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
@@ -367,7 +372,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
     trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report)
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
         report.restart_metrics(read_progress(resume_from).step if resume_from else 0)
         trainer.write_args(out / "training_args.json")
     progress = resume(trainer, resume_from, schedule, ctx, report) if resume_from is not None else Progress()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mrc import dist
-from mrc.data import Example, read_examples
+from mrc.data import Example, item_problem, read_examples
 from mrc.errors import MRCError
 from mrc.evaluation import build_store_on_ranks
 from mrc.store import WindowConfig
@@ -56,6 +56,11 @@ def read_train_examples(files: list[TrainFile], report: Reporter, *, with_unansw
         if verbose:
             for where in stats.skipped_where:
                 report.say(f"  skipped {where}")
+        blank = sum(item_problem(ex) is not None for ex in read)
+        if blank:
+            report.say(f"{train_file.path}: {blank:,} questions with an empty question or context not trained on "
+                       f"(predict.py sends such items to errors.jsonl)")
+        read = [ex for ex in read if item_problem(ex) is None]
         usable = [ex for ex in read if ex.answers or (ex.is_impossible and with_unanswerable)]
         if len(usable) < len(read):
             why = "unlabelled" if with_unanswerable else "unanswerable or unlabelled"

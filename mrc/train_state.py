@@ -30,7 +30,7 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import save_model
 from mrc.errors import MRCError
-from mrc.io import atomic_write_text, finish_replace_files, replace_files
+from mrc.io import atomic_write_text, check_folder_path, finish_replace_files, replace_files
 from mrc.model import ModelConfig
 from mrc.reporting import Reporter
 from mrc.schedule import Progress, Schedule
@@ -146,6 +146,7 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None
     With --resume, a folder holding only what a run writes before its first checkpoint
     (a run stopped early) starts fresh.
     """
+    check_folder_path(out, "--output_dir")
     finish_replace_files(out)
     if resume:
         found = latest_checkpoint(out)
