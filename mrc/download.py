@@ -25,6 +25,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 
 from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
+from mrc.io import ensure_dir
 
 BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
 CHUNK_BYTES = 1 << 20
@@ -229,7 +230,7 @@ def download_bundle(bundle: Bundle, dest: Path, base_url: str | None = None,
                     console: Console | None = None) -> dict[str, str]:
     """Fetch every file of `bundle` into `dest`; {file name: what was done}."""
     console = console or Console(stderr=True)
-    dest.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest)
     source = base_url or bundle.base_url
     console.print(f"{bundle.description}\n  from {source}\n  into {dest}")
     return {f.name: download_file(bundle, f, dest, source, console) for f in bundle.files}

@@ -373,11 +373,7 @@ def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> li
 
 def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> Prediction | None:
     """One question: print the answer, its score and the n-best; returns the Prediction (rank 0)."""
-    (question, bad_q), (context, bad_c) = clean_text(cfg.question), clean_text(cfg.context)
-    if bad_q or bad_c:  # bytes that are not UTF-8 on the command line arrive as surrogate escapes
-        report.say(f"[yellow]{bad_q + bad_c} characters of --question/--context are not valid UTF-8; "
-                   f"each is read as U+FFFD[/]")
-    example = Example(id="question", question=question, context=context, answers=())
+    example = Example(id="question", question=cfg.question, context=cfg.context, answers=())
     problem = item_problem(example)
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
@@ -426,6 +422,10 @@ def run(cfg: PredictConfig, given: frozenset[str] | None = None) -> PredictRun:
     every setting of `cfg` as it is.
     """
     cfg = dataclasses.replace(cfg, model=model_folder(cfg.model))
+    replaced = 0
+    if cfg.debug:  # bytes that are not UTF-8 on the command line arrive as surrogate escapes
+        (question, in_question), (context, in_context) = clean_text(cfg.question), clean_text(cfg.context)
+        cfg, replaced = dataclasses.replace(cfg, question=question, context=context), in_question + in_context
     sources = None
     if given is not None:
         cfg, sources = settings_from_model(cfg, given)
@@ -435,6 +435,9 @@ def run(cfg: PredictConfig, given: frozenset[str] | None = None) -> PredictRun:
         if ctx.is_main:
             print_config(cfg, title="predict", sources=sources)
         report.say(f"device {ctx.device}, {ctx.world_size} process(es)")
+        if replaced:
+            report.say(f"[yellow]{replaced} characters of --question/--context are not valid UTF-8; each is "
+                       f"read as U+FFFD[/]")
         if cfg.debug:
             return PredictRun([], run_debug(cfg, ctx, report))
         return PredictRun(run_files(cfg, ctx, report))
