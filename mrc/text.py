@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 from mrc.errors import MRCError
@@ -72,13 +73,14 @@ def parse_json(text: str, where: str) -> tuple[Any, int]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise JSONTextError(f"{where}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}", e.msg) from None
+        at = f"line {e.lineno} column {e.colno}" if "\n" in text else f"column {e.colno}"
+        raise JSONTextError(f"{where}: not valid JSON at {at}: {e.msg}", e.msg) from None
     except RecursionError:
         raise JSONTextError(f"{where}: JSON nested too deeply for Python to read (thousands of levels of [ or {{); "
                             f"flatten the file", "too deep") from None
-    except ValueError as e:  # Python refuses integer literals of more than 4300 digits
-        raise JSONTextError(f"{where}: a value Python cannot read ({e}); write long numbers as strings",
-                            "bad value") from None
+    except ValueError:  # Python converts integer literals of at most 4,300 digits (sys.get_int_max_str_digits)
+        raise JSONTextError(f"{where}: holds an integer of more than {sys.get_int_max_str_digits():,} digits, "
+                            f"more than Python reads; write such numbers as strings", "bad value") from None
     if _SURROGATE_ESCAPE.search(text) is None:  # strict UTF-8 text can hold a surrogate only as an escape
         return value, 0
     return clean_value(value)

@@ -176,7 +176,7 @@ MALFORMED = [
      "nested too deeply"),
     ("integer_of_5000_digits", "bad.json",
      b'{"data": [{"paragraphs": [{"context": "x", "qas": [{"id": "a", "question": "q", "answers": '
-     b'[{"text": "x", "answer_start": ' + b"7" * 5000 + b"}]}]}]}]}", "cannot read"),
+     b'[{"text": "x", "answer_start": ' + b"7" * 5000 + b"}]}]}]}]}", "digits"),
 ]
 MALFORMED_IDS = [m[0] for m in MALFORMED]
 
@@ -462,31 +462,40 @@ def test_features_dump_refuses_an_input_and_an_existing_file(work, koelectra_fol
 # Flags and values checked before any output
 
 
-def test_flag_values_are_refused_before_any_output(work, tiny_model, koelectra_folder, capsys):
-    good = str(work / "good.jsonl")
+FLAG_CASES = [  # (id, CLI, flags after the common ones, words of the error line)
+    ("predict_empty_output", "predict", ["--input", "{good}", "--output", ""], "empty path"),
+    ("predict_input_is_folder", "predict", ["--input", "{work}", "--output", "{work}/out"], "is a folder"),
+    ("predict_nan_threshold", "predict", ["--input", "{good}", "--output", "{work}/o2",
+                                          "--null_score_diff_threshold", "nan"], "finite"),
+    ("predict_empty_question", "predict", ["--question", "", "--context", CONTEXT], "empty question"),
+    ("predict_control_chars_context", "predict", ["--question", "무엇?", "--context", "\u0001\u0002\u0003"],
+     "no context tokens"),
+    ("eval_empty_out", "eval", ["{good}", "{work}/p.json", "--out", ""], "empty"),
+    ("eval_dataset_is_folder", "eval", ["{work}", "{work}/p.json"], "is a folder"),
+    ("eval_predictions_is_folder", "eval", ["{good}", "{work}"], "is a folder"),
+    ("features_empty_dump", "features", ["{good}", "--dump", ""], "empty"),
+    ("features_dump_is_folder", "features", ["{good}", "--dump", "{work}/out"], "is a folder"),
+    ("train_huge_learning_rate", "train", ["--learning_rate", "1e38"], "learning_rate"),
+    ("train_nan_learning_rate", "train", ["--learning_rate", "nan"], "learning_rate"),
+    ("train_inf_weight_decay", "train", ["--weight_decay", "inf"], "weight_decay"),
+    ("train_output_dir_is_file", "train", ["--output_dir", "{work}/notes.txt"], "not a folder"),
+]
+
+
+@pytest.mark.parametrize("cli, flags, says", [c[1:] for c in FLAG_CASES], ids=[c[0] for c in FLAG_CASES])
+def test_flag_values_are_refused_before_any_output(cli, flags, says, work, tiny_model, koelectra_folder, capsys):
     (work / "p.json").write_text("{}", encoding="utf-8")
-    predict = ["--model", str(tiny_model), "--cache_dir", str(work / "cache"), *SMALL]
-    train = ["--model_name_or_path", str(tiny_model), "--output_dir", str(work / "run"), "--train_file", good,
-             "--do_train", "--cache_dir", str(work / "cache"), *SMALL]
-    cases = [
-        (predict_main, [*predict, "--input", good, "--output", ""], "empty path"),
-        (predict_main, [*predict, "--input", str(work), "--output", str(work / "out")], "is a folder"),
-        (predict_main, [*predict, "--input", good, "--output", str(work / "o2"), "--null_score_diff_threshold",
-                        "nan"], "finite"),
-        (predict_main, [*predict, "--question", "", "--context", CONTEXT], "empty question"),
-        (predict_main, [*predict, "--question", "무엇?", "--context", "\u0001\u0002\u0003"], "no context tokens"),
-        (eval_main, [good, str(work / "p.json"), "--out", ""], "empty"),
-        (eval_main, [str(work), str(work / "p.json")], "is a folder"),
-        (eval_main, [good, str(work)], "is a folder"),
-        (features_main, [good, "--model", str(koelectra_folder), "--dump", ""], "empty"),
-        (features_main, [good, "--model", str(koelectra_folder), "--dump", str(work / "out")], "is a folder"),
-        (train_main, [*train, "--learning_rate", "1e38"], "learning_rate"),
-        (train_main, [*train, "--learning_rate", "nan"], "learning_rate"),
-        (train_main, [*train, "--weight_decay", "inf"], "weight_decay"),
-        (train_main, [*[a if a != str(work / "run") else str(work / "notes.txt") for a in train]], "not a folder"),
-    ]
-    for main, argv, says in cases:
-        expect_refusal(main, argv, capsys, work, says)
+    common = {
+        "predict": (predict_main, ["--model", str(tiny_model), "--cache_dir", str(work / "cache"), *SMALL]),
+        "eval": (eval_main, []),
+        "features": (features_main, ["--model", str(koelectra_folder), "--no_cache"]),
+        "train": (train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(work / "run"),
+                               "--train_file", str(work / "good.jsonl"), "--do_train", "--cache_dir",
+                               str(work / "cache"), *SMALL]),
+    }
+    main, first = common[cli]
+    flags = [f.replace("{good}", str(work / "good.jsonl")).replace("{work}", str(work)) for f in flags]
+    expect_refusal(main, first + flags, capsys, work, says)
 
 
 def test_the_same_id_in_two_predict_inputs_is_an_error(work, tiny_model, capsys):
