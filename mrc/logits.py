@@ -28,7 +28,7 @@ from mrc.config import field, parse_config, print_config, section
 from mrc.decode import DecodeConfig, decode
 from mrc.errors import MRCError, cli_entry
 from mrc.store import ParagraphTexts
-from mrc.io import atomic_path
+from mrc.io import atomic_path, fs_errors
 from mrc.prediction_files import PredictionFiles, write_predictions
 
 FORMAT_VERSION = 1
@@ -135,12 +135,14 @@ class WindowLogitsWriter:
         self._flat: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> WindowLogitsWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent))
         total = int(self.offsets[-1])
         dtypes = {"start": self.dtype, "end": self.dtype, "char_start": np.int32, "char_end": np.int32}
-        self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt, shape=(total,))
-                      for name, dt in dtypes.items()}
+        with fs_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent))
+            self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt,
+                                                          shape=(total,))
+                          for name, dt in dtypes.items()}
         return self
 
     def add(self, lo: int, start: np.ndarray, end: np.ndarray) -> None:

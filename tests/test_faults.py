@@ -381,10 +381,20 @@ def test_eval_out_fault(fault, work, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_features_dump_fault(fault, work, koelectra_folder, capsys, monkeypatch):
+@pytest.mark.parametrize("where", ["dump", "cache"])
+def test_features_fault(where, fault, work, koelectra_folder, capsys, monkeypatch):
     target = fault_target(fault, work, monkeypatch)
-    expect_fault(features_main, [str(work / "good.jsonl"), "--model", str(koelectra_folder), "--no_cache",
-                                 "--dump", str(target / "w.jsonl"), *SMALL], capsys, work, fault, target)
+    flags = ["--no_cache", "--dump", str(target / "w.jsonl")] if where == "dump" else ["--cache_dir", str(target)]
+    expect_fault(features_main, [str(work / "good.jsonl"), "--model", str(koelectra_folder), *flags, *SMALL],
+                 capsys, work, fault, target)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_predict_logits_fault(fault, work, tiny_model, capsys, monkeypatch):
+    target = fault_target(fault, work, monkeypatch)
+    expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
+                                str(target), "--save_logits", "--cache_dir", str(work / "cache"), *SMALL],
+                 capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
