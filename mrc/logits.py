@@ -140,9 +140,13 @@ class WindowLogitsWriter:
         with fs_errors(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent))
-            self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt,
-                                                          shape=(total,))
-                          for name, dt in dtypes.items()}
+            try:
+                self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt,
+                                                              shape=(total,))
+                              for name, dt in dtypes.items()}
+            except BaseException:  # __exit__ will not run: the parts folder goes here
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                raise
         return self
 
     def add(self, lo: int, start: np.ndarray, end: np.ndarray) -> None:

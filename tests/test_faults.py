@@ -57,9 +57,10 @@ features_main = inspect_windows.main
 def snapshot(root: Path) -> dict[str, str]:
     """relative path -> sha256 of every file (folders as 'dir') under root."""
     out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    for folder, dirs, files in os.walk(root, followlinks=True):   # into a mounted test disk linked from root
+        for name in dirs + files:
+            p = Path(folder) / name
+            out[str(p.relative_to(root))] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
@@ -326,13 +327,48 @@ def simulate(fault: str, folder: Path, monkeypatch) -> None:
         monkeypatch.setattr(os, "fsync", fsync)
 
 
-FAULTS = ["file_in_place", "parent_is_file", "read_only", "disk_full"]
+FAULTS = ["file_in_place", "parent_is_file", "read_only", "disk_full", "mounted_read_only", "mounted_full"]
 CAUSES = {"file_in_place": "not a folder", "parent_is_file": "is a file", "read_only": "read-only",
-          "disk_full": "no space left"}
+          "disk_full": "no space left", "mounted_read_only": "read-only", "mounted_full": "no space left"}
 
 
-def fault_target(fault: str, work: Path, monkeypatch) -> Path:
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """Mount a 256 KiB tmpfs (root in a container that allows it), else skip: a real file system to fill
+    or make read-only. Unmounted afterwards."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace').strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def mounted_target(fault: str, mount: Path) -> Path:
+    """A real read-only file system, or a real full one, each holding a file of the user's."""
+    target = mount / "target"
+    target.mkdir()
+    (mount / "users.txt").write_text("the user's file on that disk\n")
+    if fault == "mounted_read_only":
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    else:
+        with open(mount / "filler", "wb", buffering=0) as fh:   # fill the disk to the last block
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+    return target
+
+
+def fault_target(fault: str, work: Path, monkeypatch, request) -> Path:
     """A folder to write into, broken as `fault` says."""
+    if fault.startswith("mounted_"):
+        mount = request.getfixturevalue("tiny_fs")
+        target = mounted_target(fault, mount)
+        (work / "disk").symlink_to(mount)   # the snapshot of `work` then covers the mounted files too
+        return work / "disk" / "target"
     if fault == "file_in_place":
         (work / "blocked").write_text("a file where a folder must be\n")
         return work / "blocked"
@@ -359,47 +395,47 @@ def expect_fault(main, argv, capsys, work: Path, fault: str, target: Path) -> No
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_predict_output_fault(fault, work, tiny_model, capsys, monkeypatch):
-    target = fault_target(fault, work, monkeypatch)
+def test_predict_output_fault(fault, work, tiny_model, capsys, monkeypatch, request):
+    target = fault_target(fault, work, monkeypatch, request)
     expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
                                 str(target), "--cache_dir", str(work / "cache"), *SMALL], capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_predict_cache_fault(fault, work, tiny_model, capsys, monkeypatch):
-    target = fault_target(fault, work, monkeypatch)
+def test_predict_cache_fault(fault, work, tiny_model, capsys, monkeypatch, request):
+    target = fault_target(fault, work, monkeypatch, request)
     expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
                                 str(work / "out"), "--cache_dir", str(target), *SMALL], capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_eval_out_fault(fault, work, capsys, monkeypatch):
+def test_eval_out_fault(fault, work, capsys, monkeypatch, request):
     (work / "p.json").write_text(json.dumps({"g1": "라이프치히 대학"}), encoding="utf-8")
-    target = fault_target(fault, work, monkeypatch)
+    target = fault_target(fault, work, monkeypatch, request)
     expect_fault(eval_main, [str(work / "good.jsonl"), str(work / "p.json"), "--analyze", "--out", str(target)],
                  capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("where", ["dump", "cache"])
-def test_features_fault(where, fault, work, koelectra_folder, capsys, monkeypatch):
-    target = fault_target(fault, work, monkeypatch)
+def test_features_fault(where, fault, work, koelectra_folder, capsys, monkeypatch, request):
+    target = fault_target(fault, work, monkeypatch, request)
     flags = ["--no_cache", "--dump", str(target / "w.jsonl")] if where == "dump" else ["--cache_dir", str(target)]
     expect_fault(features_main, [str(work / "good.jsonl"), "--model", str(koelectra_folder), *flags, *SMALL],
                  capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_predict_logits_fault(fault, work, tiny_model, capsys, monkeypatch):
-    target = fault_target(fault, work, monkeypatch)
+def test_predict_logits_fault(fault, work, tiny_model, capsys, monkeypatch, request):
+    target = fault_target(fault, work, monkeypatch, request)
     expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
                                 str(target), "--save_logits", "--cache_dir", str(work / "cache"), *SMALL],
                  capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-def test_train_output_dir_fault(fault, work, tiny_model, capsys, monkeypatch):
-    target = fault_target(fault, work, monkeypatch)
+def test_train_output_dir_fault(fault, work, tiny_model, capsys, monkeypatch, request):
+    target = fault_target(fault, work, monkeypatch, request)
     expect_fault(train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(target), "--train_file",
                               str(work / "good.jsonl"), "--do_train", "--max_steps", "1",
                               "--per_gpu_train_batch_size", "2", "--cache_dir", str(work / "cache"), *SMALL],
@@ -407,8 +443,8 @@ def test_train_output_dir_fault(fault, work, tiny_model, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("fault", FAULTS[:2])
-def test_download_dir_fault(fault, work, capsys, monkeypatch):
-    target = fault_target(fault, work, monkeypatch)
+def test_download_dir_fault(fault, work, capsys, monkeypatch, request):
+    target = fault_target(fault, work, monkeypatch, request)
     expect_fault(download_main, ["korquad", "--dir", str(target), "--base_url", "http://127.0.0.1:9/"],
                  capsys, work, fault, target)
 
