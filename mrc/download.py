@@ -25,7 +25,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 
 from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
-from mrc.io import ensure_dir
+from mrc.io import ensure_dir, fs_errors
 
 BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
 CHUNK_BYTES = 1 << 20
@@ -183,12 +183,21 @@ def fetch_to_part(url: str, part: Path, progress: Progress, label: str) -> int:
             return offset  # the .part already holds every byte; verification decides if it is good
         raise
     task = progress.add_task(label, total=total, completed=start)
-    with response, open(part, "ab" if start else "wb") as out:
-        for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-            out.write(chunk)
-            progress.advance(task, len(chunk))
-        out.flush()
-        os.fsync(out.fileno())
+    # Errors of the file (a full disk, a read-only one) are MRCErrors naming it; the network's are the caller's.
+    with fs_errors(part):
+        out = open(part, "ab" if start else "wb")
+    try:
+        with response:
+            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                with fs_errors(part):
+                    out.write(chunk)
+                progress.advance(task, len(chunk))
+            with fs_errors(part):
+                out.flush()
+                os.fsync(out.fileno())
+    finally:
+        with fs_errors(part):  # closing flushes the buffer, which a full disk refuses too
+            out.close()
     return start
 
 

@@ -13,7 +13,9 @@ would not stop a write), scoped to the folder under test.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import http.server
 import importlib.util
 import json
 import os
@@ -22,12 +24,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from mrc import inspect_windows
+from mrc.download import BUNDLES
 from mrc.download import main as download_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -381,8 +385,9 @@ def fault_target(fault: str, work: Path, monkeypatch, request) -> Path:
     return target
 
 
-def expect_fault(main, argv, capsys, work: Path, fault: str, target: Path) -> None:
-    """One error line naming the path and the cause; pre-existing files unchanged; nothing half-written."""
+def expect_fault(main, argv, capsys, work: Path, fault: str, target: Path, resumable: str | None = None) -> None:
+    """One error line naming the path and the cause; pre-existing files unchanged; nothing half-written
+    (but for files ending in `resumable`, which the downloader keeps on purpose, to resume from)."""
     before = snapshot(work)
     code, _, err = run_cli(main, argv, capsys)
     line = assert_one_error(code, err, CAUSES[fault])
@@ -391,7 +396,8 @@ def expect_fault(main, argv, capsys, work: Path, fault: str, target: Path) -> No
     for rel, digest in before.items():
         assert after.get(rel) == digest, f"{rel} changed"
     assert not [p for p in after if p.endswith(".tmp") and p not in before], "a temp file was left behind"
-    assert not [p for p in after if _under(work / p, target) and p not in before and after[p] != "dir"]
+    assert not [p for p in after if _under(work / p, target) and p not in before and after[p] != "dir"
+                and not (resumable and p.endswith(resumable))]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -442,11 +448,28 @@ def test_train_output_dir_fault(fault, work, tiny_model, capsys, monkeypatch, re
                  capsys, work, fault, target)
 
 
-@pytest.mark.parametrize("fault", FAULTS[:2])
-def test_download_dir_fault(fault, work, capsys, monkeypatch, request):
+@pytest.fixture
+def korquad_host(tmp_path):
+    """A local HTTP server with stand-ins for the KorQuAD files (the faults strike before any checksum)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for remote in BUNDLES["korquad"].files:
+        (served / remote.name).write_bytes(b"x" * 300_000)   # more than the tiny file system holds
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "read_only"])   # simulated read-only hooks no open()
+def test_download_dir_fault(fault, work, korquad_host, capsys, monkeypatch, request):
     target = fault_target(fault, work, monkeypatch, request)
-    expect_fault(download_main, ["korquad", "--dir", str(target), "--base_url", "http://127.0.0.1:9/"],
-                 capsys, work, fault, target)
+    expect_fault(download_main, ["korquad", "--dir", str(target), "--base_url", korquad_host],
+                 capsys, work, fault, target, resumable=".part")
 
 
 # ---------------------------------------------------------------------------------------------
