@@ -574,14 +574,40 @@ def test_the_same_id_in_two_predict_inputs_is_an_error(work, tiny_model, capsys)
                    capsys, work, "unique")
 
 
-def test_a_config_vocab_smaller_than_the_tokenizer_is_refused_before_any_output(work, tiny_model, capsys):
+def _edit_json(name: str, **changes):
+    def edit(folder: Path) -> None:
+        path = folder / name
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**data, **changes}))
+    return edit
+
+
+def _truncate(name: str):
+    def edit(folder: Path) -> None:
+        (folder / name).write_bytes((folder / name).read_bytes()[:100])
+    return edit
+
+
+MODEL_DAMAGE = [  # (id, how the model folder is changed, words of the error line)
+    ("config_vocab_below_tokenizer", _edit_json("config.json", vocab_size=1000), "vocab_size"),
+    ("config_vocab_string", _edit_json("config.json", vocab_size="35000"), "config.json"),
+    ("config_not_object", lambda f: (f / "config.json").write_text("[]"), "config.json"),
+    ("weights_truncated", _truncate("model.safetensors"), "model.safetensors"),
+    ("vocab_empty", lambda f: (f / "vocab.txt").write_text(""), "vocab.txt"),
+    ("tokenizer_config_broken", lambda f: (f / "tokenizer_config.json").write_text("{"), "tokenizer_config.json"),
+    ("training_args_wrong_type", _edit_json("training_args.json", max_seq_length="512"), "max_seq_length"),
+    ("training_args_null", _edit_json("training_args.json", n_best_size=None), "n_best_size"),
+    ("training_args_not_json", lambda f: (f / "training_args.json").write_text("{,"), "training_args.json"),
+]
+
+
+@pytest.mark.parametrize("edit, says", [m[1:] for m in MODEL_DAMAGE], ids=[m[0] for m in MODEL_DAMAGE])
+def test_a_damaged_model_folder_is_refused_before_any_output(edit, says, work, tiny_model, capsys):
     model = work / "model"
     shutil.copytree(tiny_model, model)
-    config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**config, "vocab_size": 1000}))
+    edit(model)
     expect_refusal(predict_main, ["--model", str(model), "--input", str(work / "good.jsonl"), "--output",
-                                  str(work / "out"), "--cache_dir", str(work / "cache"), *SMALL], capsys, work,
-                   "vocab_size")
+                                  str(work / "out"), "--cache_dir", str(work / "cache")], capsys, work, says)
 
 
 def test_non_utf8_bytes_in_the_question_are_read_as_replacement_characters(tiny_model, capsys):
