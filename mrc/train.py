@@ -133,6 +133,12 @@ class TrainConfig:
         if self.eval_all_checkpoints and not self.do_eval:
             raise MRCError("--eval_all_checkpoints runs in the final evaluation; add --do_eval")
         self.train_files  # parses every PATH:WEIGHT now, so a bad weight fails before any work
+        if not self.output_dir.strip():
+            raise MRCError("--output_dir is empty; give a folder path")
+        if Path(self.model_name_or_path).is_dir() and \
+                Path(self.output_dir).resolve() == Path(self.model_name_or_path).resolve():
+            raise MRCError(f"--output_dir {self.output_dir} is the --model_name_or_path folder; the final model "
+                           f"would replace the one it starts from: choose another --output_dir")
 
     @property
     def train_files(self) -> list[TrainFile]:

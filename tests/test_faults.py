@@ -548,6 +548,9 @@ FLAG_CASES = [  # (id, CLI, flags after the common ones, words of the error line
     ("train_nan_learning_rate", "train", ["--learning_rate", "nan"], "learning_rate"),
     ("train_inf_weight_decay", "train", ["--weight_decay", "inf"], "weight_decay"),
     ("train_output_dir_is_file", "train", ["--output_dir", "{work}/notes.txt"], "not a folder"),
+    ("train_output_dir_is_the_model", "train", ["--output_dir", "{model}", "--overwrite_output_dir"],
+     "model_name_or_path"),
+    ("train_empty_output_dir", "train", ["--output_dir", ""], "empty"),
 ]
 
 
@@ -563,7 +566,11 @@ def test_flag_values_are_refused_before_any_output(cli, flags, says, work, tiny_
                                str(work / "cache"), *SMALL]),
     }
     main, first = common[cli]
-    flags = [f.replace("{good}", str(work / "good.jsonl")).replace("{work}", str(work)) for f in flags]
+    model = work / "model"   # a copy inside `work`, so the snapshot covers it
+    shutil.copytree(tiny_model, model)
+    first = [str(model) if a == str(tiny_model) else a for a in first]
+    flags = [f.replace("{good}", str(work / "good.jsonl")).replace("{work}", str(work)).replace("{model}", str(model))
+             for f in flags]
     expect_refusal(main, first + flags, capsys, work, says)
 
 
