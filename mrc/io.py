@@ -19,26 +19,26 @@ from typing import Any, Iterator
 from mrc.errors import MRCError
 from mrc.text import parse_json
 
-# errno -> what the user reads; anything else falls back to the system's own words.
+# errno -> (what the user reads, what to do); anything else falls back to the system's own words.
 _CAUSES = {
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.EEXIST: "a file is in the way where a folder must be",
-    errno.EISDIR: "is a folder, not a file",
-    errno.EROFS: "read-only file system",
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
+    errno.EEXIST: ("a file is in the way where a folder must be", "move it or choose another path"),
+    errno.EISDIR: ("is a folder, not a file", "choose a file path"),
+    errno.EROFS: ("read-only file system", "choose a path on a writable disk"),
+    errno.ENOSPC: ("no space left on the device", "free some space or choose another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or choose another disk"),
+    errno.EACCES: ("permission denied", "fix the permissions or choose another path"),
+    errno.EPERM: ("permission denied", "fix the permissions or choose another path"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
 }
 
 
 def os_error(path: Path | str, e: OSError) -> MRCError:
     """The MRCError for an OSError met while writing `path`: the path, the cause, what to do."""
-    cause = _CAUSES.get(e.errno, e.strerror or str(e))
+    cause, advice = _CAUSES.get(e.errno, (e.strerror or str(e), "choose another path"))
     where = e.filename if e.filename and Path(e.filename) != Path(path) else None
     at = f" ({where})" if where and not str(where).endswith(".tmp") else ""
-    return MRCError(f"{path}: cannot write: {cause}{at}; free space, fix the permissions or choose another path")
+    return MRCError(f"{path}: cannot write: {cause}{at}; {advice}")
 
 
 @contextlib.contextmanager
