@@ -239,6 +239,45 @@ def test_eval_refuses_a_malformed_predictions_file(kind, data, says, work, capsy
 
 
 # ---------------------------------------------------------------------------------------------
+# Items no model can answer, among good ones: one bad item never sinks a batch
+
+BAD_ITEMS = [  # (id, the item's fields, the reason errors.jsonl gives)
+    ("empty_question", {"question": "", "context": CONTEXT}, "empty question"),
+    ("blank_context", {"question": "무엇?", "context": " \n\t"}, "empty context"),
+    ("control_characters_context", {"question": "무엇?", "context": "\u0001\u0002\u0003"}, "no context tokens"),
+    ("zero_width_question", {"question": "\u200b\u200b", "context": CONTEXT}, "no question tokens"),
+    ("answer_not_in_context", {"question": "무엇?", "context": CONTEXT,
+                               "answers": [{"text": "모차르트", "answer_start": 0}]}, "does not occur"),
+]
+
+
+@pytest.mark.parametrize("fields, reason", [b[1:] for b in BAD_ITEMS], ids=[b[0] for b in BAD_ITEMS])
+def test_predict_answers_the_good_items_and_lists_the_bad_one(fields, reason, work, tiny_model, capsys):
+    (work / "mixed.jsonl").write_bytes(jsonl([GOOD_ROWS[0], {"id": "bad", **fields}, GOOD_ROWS[1]]))
+    code, _, err = run_cli(predict_main, ["--model", str(tiny_model), "--input", str(work / "mixed.jsonl"),
+                                          "--output", str(work / "o"), "--cache_dir", str(work / "cache"), *SMALL],
+                           capsys)
+    assert code == 0, err
+    assert set(json.loads((work / "o" / "mixed.predictions.json").read_text(encoding="utf-8"))) == {"g1", "g2"}
+    (error,) = [json.loads(line) for line in (work / "o" / "errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert reason in error["reason"] and error["id"] in ("bad", None)
+
+
+@pytest.mark.parametrize("question", ["", "  \t "], ids=["empty", "whitespace"])
+def test_train_leaves_out_items_no_model_can_answer_and_says_so(question, work, tiny_model, capsys):
+    bad = {"id": "bad", "question": question, "context": CONTEXT,
+           "answers": [{"text": "음악", "answer_start": CONTEXT.index("음악")}]}
+    (work / "mixed.jsonl").write_bytes(jsonl([GOOD_ROWS[0], bad, GOOD_ROWS[1]]))
+    code, _, err = run_cli(train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(work / "run"),
+                                        "--train_file", str(work / "mixed.jsonl"), "--do_train", "--max_steps", "1",
+                                        "--per_gpu_train_batch_size", "2", "--cache_dir", str(work / "cache"),
+                                        *SMALL], capsys)
+    assert code == 0, err
+    assert "1 questions with an empty question or context not trained on" in flat(err)
+    assert "from 2 questions" in flat(err)
+
+
+# ---------------------------------------------------------------------------------------------
 # Text that is JSON but not Unicode: read, with U+FFFD in place, offsets kept
 
 
