@@ -263,7 +263,7 @@ def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Examp
             continue
         loc = _Loc(path, line=lineno)
         try:
-            obj, replaced = parse_json(line, f"{path}:{lineno}")
+            obj, replaced = parse_json(line, f"{path}:{lineno}", line_of_file=True)
         except JSONTextError as e:
             raise MRCError(f"{e}; JSON Lines needs one complete object per line") from None
         stats.replaced += replaced

@@ -67,13 +67,14 @@ def clean_value(value: Any) -> tuple[Any, int]:
     return root[0], replaced
 
 
-def parse_json(text: str, where: str) -> tuple[Any, int]:
+def parse_json(text: str, where: str, *, line_of_file: bool = False) -> tuple[Any, int]:
     """(the JSON value of `text` with its strings cleaned, surrogates replaced); an MRCError naming
-    `where` (a file, or `file:line`) and the position when `text` is not JSON Python can hold."""
+    `where` and the position when `text` is not JSON Python can hold. `line_of_file`: `text` is one
+    line of a JSON Lines file and `where` already names it (`file:12`), so only the column is given."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        at = f"line {e.lineno} column {e.colno}" if "\n" in text else f"column {e.colno}"
+        at = f"column {e.colno}" if line_of_file else f"line {e.lineno} column {e.colno}"
         raise JSONTextError(f"{where}: not valid JSON at {at}: {e.msg}", e.msg) from None
     except RecursionError:
         raise JSONTextError(f"{where}: JSON nested too deeply for Python to read (thousands of levels of [ or {{); "
