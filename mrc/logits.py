@@ -28,7 +28,7 @@ from mrc.config import field, parse_config, print_config, section
 from mrc.decode import DecodeConfig, decode
 from mrc.errors import MRCError, cli_entry
 from mrc.store import ParagraphTexts
-from mrc.io import atomic_path, fs_errors
+from mrc.io import atomic_path, check_folder_path, fs_errors, refuse_input_as_output
 from mrc.prediction_files import PredictionFiles, write_predictions
 
 FORMAT_VERSION = 1
@@ -297,9 +297,11 @@ class EnsembleConfig:
 
 def run_ensemble(cfg: EnsembleConfig) -> Path:
     """Average the files' logits, decode them, write the averaged logits and the predictions."""
+    check_folder_path(cfg.output, "--output")
     out = Path(cfg.output)
     files = PredictionFiles(out / "predictions.json", out / "nbest_predictions.json")
     targets = [out / "ensemble.logits.npz", *files.paths]
+    refuse_input_as_output(targets, [Path(p) for p in cfg.logits])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not cfg.overwrite:
         raise MRCError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --output")

@@ -33,6 +33,7 @@ import pytest
 from mrc import inspect_windows
 from mrc.download import BUNDLES
 from mrc.download import main as download_main
+from mrc.logits import main as logits_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -759,3 +760,62 @@ def test_a_real_process_prints_one_error_line_and_exits_2(command, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert sum("error:" in line for line in result.stderr.splitlines()) == 1, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m mrc.logits (the ensemble): the same rules
+
+
+@pytest.fixture(scope="module")
+def two_logits(tiny_model, tmp_path_factory) -> list[Path]:
+    """Two `.logits.npz` files of the same input, from predict.py --save_logits."""
+    root = tmp_path_factory.mktemp("logits")
+    (root / "good.jsonl").write_bytes(jsonl(GOOD_ROWS))
+    files = []
+    for run in ("a", "b"):
+        predict_main(["--model", str(tiny_model), "--input", str(root / "good.jsonl"), "--output",
+                      str(root / run), "--save_logits", "--cache_dir", str(root / "cache"), *SMALL])
+        files.append(root / run / "good.logits.npz")
+    return files
+
+
+def ensemble_case(kind: str, work: Path, logits: list[Path]) -> tuple[list[str], str]:
+    """(argv, words of the error line) for each way an ensemble run must be refused."""
+    a, b = (shutil.copy(p, work / f"{n}.logits.npz") for n, p in zip("ab", logits))
+    out = work / "ens"
+    if kind == "output_is_an_input":
+        out.mkdir()
+        shutil.copy(a, out / "ensemble.logits.npz")
+        return ["--logits", str(a), str(out / "ensemble.logits.npz"), "--output", str(out), "--overwrite"], "also the input"
+    if kind == "existing_outputs":
+        out.mkdir()
+        (out / "predictions.json").write_text("{}")
+        return ["--logits", str(a), str(b), "--output", str(out)], "--overwrite"
+    if kind == "output_is_a_file":
+        return ["--logits", str(a), str(b), "--output", str(work / "notes.txt")], "not a folder"
+    if kind == "one_file":
+        return ["--logits", str(a), "--output", str(out)], "at least two"
+    if kind == "truncated_npz":
+        Path(b).write_bytes(Path(b).read_bytes()[:300])
+        return ["--logits", str(a), str(b), "--output", str(out)], "not a readable logits"
+    if kind == "not_an_npz":
+        Path(b).write_text("hello")
+        return ["--logits", str(a), str(b), "--output", str(out)], "not a readable logits"
+    return ["--logits", str(a), str(work / "nope.npz"), "--output", str(out)], "no such logits file"
+
+
+ENSEMBLE_CASES = ["output_is_an_input", "existing_outputs", "output_is_a_file", "one_file", "truncated_npz",
+                  "not_an_npz", "missing_file"]
+
+
+@pytest.mark.parametrize("kind", ENSEMBLE_CASES)
+def test_ensemble_refuses_before_writing(kind, work, two_logits, capsys):
+    argv, says = ensemble_case(kind, work, two_logits)
+    expect_refusal(logits_main, argv, capsys, work, says)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_ensemble_output_fault(fault, work, two_logits, capsys, monkeypatch, request):
+    a, b = (shutil.copy(p, work / f"{n}.logits.npz") for n, p in zip("ab", two_logits))
+    target = fault_target(fault, work, monkeypatch, request)
+    expect_fault(logits_main, ["--logits", str(a), str(b), "--output", str(target)], capsys, work, fault, target)
