@@ -583,6 +583,8 @@ FLAG_CASES = [  # (id, CLI, flags after the common ones, words of the error line
     ("predict_empty_question", "predict", ["--question", "", "--context", CONTEXT], "empty question"),
     ("predict_control_chars_context", "predict", ["--question", "무엇?", "--context", "\u0001\u0002\u0003"],
      "no context tokens"),
+    ("predict_zero_width_question", "predict", ["--question", "\u200b\u200b", "--context", CONTEXT],
+     "no question tokens"),
     ("eval_empty_out", "eval", ["{good}", "{work}/p.json", "--out", ""], "empty"),
     ("eval_dataset_is_folder", "eval", ["{work}", "{work}/p.json"], "is a folder"),
     ("eval_predictions_is_folder", "eval", ["{good}", "{work}"], "is a folder"),
