@@ -126,12 +126,13 @@ def _detect_format(path: Path, text: str, stats: ReadStats) -> tuple[str, Any]:
     if path.suffix.lower() in JSONL_SUFFIXES:
         return "jsonl", None
     try:
-        root = _parse_json(path, text, stats)
+        root, replaced = parse_json(text, str(path))
     except JSONTextError as e:
         if e.reason == "Extra data":
             return "jsonl", None  # several top-level values: one JSON object per line
         raise
     if isinstance(root, dict) and "data" in root:
+        stats.replaced += replaced  # counted here only when this parse is the one kept
         return "squad", root
     if isinstance(root, dict) and "question" in root:
         return "jsonl", None

@@ -318,9 +318,10 @@ def test_predict_answers_items_with_unpaired_surrogates_and_counts_them(place, w
     assert set(good) == {"g1", "g2"}
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])   # .json: one object, found to be JSON Lines on reading
 @pytest.mark.parametrize("place", SURROGATE_PLACES)
-def test_eval_and_features_read_unpaired_surrogates(place, work, koelectra_folder, capsys):
-    data = write_bad(work, "sur.jsonl", surrogate_input(place))
+def test_eval_and_features_read_unpaired_surrogates(place, suffix, work, koelectra_folder, capsys):
+    data = write_bad(work, "sur" + suffix, surrogate_input(place))
     qid = "s\ufffd" if place == "id" else "s"
     (work / "out" / "p.json").write_text(json.dumps({qid: "음악"}), encoding="utf-8")
     code, out, err = run_cli(eval_main, [str(data), str(work / "out" / "p.json"), "--analyze",
@@ -330,7 +331,8 @@ def test_eval_and_features_read_unpaired_surrogates(place, work, koelectra_folde
     code, out, err = run_cli(features_main, [str(data), "--model", str(koelectra_folder), "--cache_dir",
                                              str(work / "cache"), *SMALL], capsys)
     assert code == 0, err
-    assert "replaced by U+FFFD" in flat(out)
+    replaced = 2 if place == "answer" else 1   # an answer's surrogate is in its context too
+    assert f"{replaced} invalid characters (unpaired surrogates) replaced by U+FFFD" in flat(out)
 
 
 # ---------------------------------------------------------------------------------------------
