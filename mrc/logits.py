@@ -14,7 +14,9 @@ logits in memory; the `.npz` appears under its final name only when complete.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import os
 import shutil
 import sys
 import tempfile
@@ -111,6 +113,17 @@ class WindowLogits:
         return char_start, char_end
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a sparse memory-mapped file's blocks now: on a full disk that is an OSError here, where
+    writing through the map later would kill the process with SIGBUS."""
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system that cannot: go on
+                raise
+
+
 class WindowLogitsWriter:
     """Stream the logits of all windows of `store` into `path`, chunk by chunk, in store order.
 
@@ -144,6 +157,8 @@ class WindowLogitsWriter:
                 self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt,
                                                               shape=(total,))
                               for name, dt in dtypes.items()}
+                for name in dtypes:
+                    _reserve(self._tmp / f"{name}.npy")
             except BaseException:  # __exit__ will not run: the parts folder goes here
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 raise

@@ -37,7 +37,11 @@ import pytest
 from mrc import inspect_windows
 from mrc.download import BUNDLES
 from mrc.download import main as download_main
+from mrc.errors import MRCError
+from mrc.features import build_store
+from mrc.logits import WindowLogitsWriter
 from mrc.logits import main as logits_main
+from mrc.store import WindowConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -516,6 +520,23 @@ def test_download_dir_fault(fault, work, korquad_host, capsys, monkeypatch, requ
     target = fault_target(fault, work, monkeypatch, request)
     expect_fault(download_main, ["korquad", "--dir", str(target), "--base_url", korquad_host],
                  capsys, work, fault, target, resumable=".part")
+
+
+def test_logits_space_is_reserved_before_writing_through_the_map(work, koelectra_folder, tiny_fs):
+    """The logits are memory-mapped: without reserving their blocks up front, a disk that holds the
+    files' headers but not their data kills the process with SIGBUS on a write through the map.
+    With the reservation it is one MRCError before any logits are computed, and no parts are left."""
+    rows = [{"id": f"q{i}", "question": "바그너는 어디서 공부했나?", "context": CONTEXT * 3} for i in range(300)]
+    (work / "many.jsonl").write_bytes(jsonl(rows))
+    store = build_store(work / "many.jsonl", koelectra_folder, WindowConfig(64, 24, 16), labels=False,
+                        use_cache=False)
+    data_bytes = 4 * 4 * int(store.sequence_lengths().sum())   # four int32/float32 values per token
+    with open(tiny_fs / "filler", "wb", buffering=0) as fh:   # leave a quarter of what the logits need
+        fh.write(b"\0" * (256 * 1024 - data_bytes // 4))
+    writer = WindowLogitsWriter(tiny_fs / "out" / "many.logits.npz", store)
+    with pytest.raises(MRCError, match="no space left"):
+        writer.__enter__()
+    assert list((tiny_fs / "out").iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------
