@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from functools import lru_cache
@@ -32,7 +31,7 @@ import numpy as np
 
 from mrc.data import Example, read_examples
 from mrc.errors import MRCError
-from mrc.io import ensure_dir, fs_errors
+from mrc.io import ensure_dir, fs_errors, remove_dead_temps, temp_prefix
 from mrc.store import (SPECIAL_PER_WINDOW, STORE_FORMAT, WINDOW_FIELDS, DamagedStore, WindowConfig, WindowStore,
                        file_digest)
 from mrc.tokenizer import BatchEncoder, tokenizer_fingerprint
@@ -72,7 +71,7 @@ def build_store(data: str | Path | Sequence[str | Path] | Sequence[Example], mod
         root = resolve_cache_dir(cache_dir)
         folder = root / f"windows-{key[:32]}"
         if root.is_dir():
-            remove_orphans(root)
+            remove_dead_temps(root, ".windows-*.tmp")
         if (folder / "meta.json").is_file():
             try:
                 return WindowStore.open(folder)
@@ -134,35 +133,9 @@ def _hash_examples(h, examples: Sequence[Example]) -> None:
         h.update(f"Q{part(ex.id)}{part(ex.question)}{ex.is_impossible:d}{len(ex.answers)}:{answers}".encode("utf-8"))
 
 
-def _tmp_prefix(name: str) -> str:
-    """Temp folders carry host and pid, so a later build can tell a dead writer's leftovers from a live one's."""
-    return f".{name}.{socket.gethostname()}-{os.getpid()}-"
-
-
-def remove_orphans(root: Path) -> None:
-    """Delete the temp folders of builds in `root` killed before their rename (this host's dead pids only:
-    another rank may be writing its own right now)."""
-    host = socket.gethostname()
-    for entry in root.glob(".windows-*.tmp"):
-        _, _, owner = entry.name[1:-len(".tmp")].partition(".")   # <host>-<pid>-<random>
-        entry_host, _, pid = owner.rpartition("-")[0].rpartition("-")
-        if entry_host == host and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _remove_store(folder: Path) -> None:
     """Take a damaged store out of the way in one rename (a reader sees it whole or not at all), then delete it."""
-    aside = folder.with_name(f"{_tmp_prefix(folder.name)}damaged.tmp")
+    aside = folder.with_name(f"{temp_prefix(folder.name)}damaged.tmp")
     with fs_errors(folder):
         os.rename(folder, aside)
     shutil.rmtree(aside, ignore_errors=True)
@@ -176,7 +149,7 @@ def _write_store_once(arrays: dict[str, np.ndarray], meta: dict[str, Any], folde
     """
     ensure_dir(folder.parent)
     with fs_errors(folder.parent):
-        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(folder.name), suffix=".tmp", dir=folder.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), suffix=".tmp", dir=folder.parent))
     try:
         with fs_errors(folder.parent):
             files = {}

@@ -11,7 +11,9 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -100,6 +102,35 @@ def refuse_input_as_output(outputs: list[Path], inputs: list[Path]) -> None:
                            f"the input: choose another output path")
 
 
+def temp_prefix(name: str) -> str:
+    """Prefix of the temp file or folder that becomes `name`: `.name.<host>-<pid>-`, so a later run can
+    tell the leftovers of a killed writer from the work of a live one."""
+    return f".{name}.{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_dead_temps(folder: Path, pattern: str) -> None:
+    """Delete the temp files and folders matching `pattern` in `folder` whose writer is gone (this
+    host's dead pids only: another process, or a rank on another host, may be writing its own now)."""
+    mine = re.compile(rf"\.{re.escape(socket.gethostname())}-(\d+)-\w+\.tmp$")   # .<name>.<host>-<pid>-<random>.tmp
+    for entry in Path(folder).glob(pattern):
+        match = mine.search(entry.name)
+        if match and not _alive(int(match.group(1))):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -116,7 +147,8 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     check_file_path(path, overwrite=overwrite)
     with fs_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_dead_temps(path.parent, f".{path.name}.*.tmp")
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets ordinary permissions
     tmp_path = Path(tmp)
@@ -154,7 +186,8 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
         raise MRCError(f"{path} already exists; pass --overwrite to replace it, or choose another output")
     with fs_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        remove_dead_temps(path.parent, f".{path.name}.*.tmp")
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the final folder gets ordinary permissions
     try:
         with fs_errors(path):

@@ -752,22 +752,42 @@ def test_a_damaged_cache_is_detected_and_rebuilt(how, work, koelectra_folder, ca
     assert code == 0 and "damaged" not in err
 
 
-def test_temp_folders_of_dead_builds_are_removed_and_live_ones_kept(work, koelectra_folder, capsys):
-    cache = work / "cache"
-    cache.mkdir()
-    host = socket.gethostname()
-    dead = os.fork()
-    if dead == 0:
+def dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
         os._exit(0)
-    os.waitpid(dead, 0)
-    orphan = cache / f".windows-abc.{host}-{dead}-x1y2.tmp"
-    live = cache / f".windows-abc.{host}-{os.getpid()}-x1y2.tmp"
-    elsewhere = cache / f".windows-abc.other-host-{dead}-x1y2.tmp"
-    for folder in (orphan, live, elsewhere):
-        folder.mkdir()
-        (folder / "context_ids.npy").write_bytes(b"half")
+    os.waitpid(pid, 0)
+    return pid
+
+
+def plant_temps(folder: Path, name: str, as_folder: bool) -> tuple[Path, Path, Path]:
+    """Temp leftovers of `name` in `folder`: a dead writer's on this host, a live one's, and one from another host."""
+    host, dead = socket.gethostname(), dead_pid()
+    planted = (folder / f".{name}.{host}-{dead}-x1y2.tmp", folder / f".{name}.{host}-{os.getpid()}-x1y2.tmp",
+               folder / f".{name}.other-host-{dead}-x1y2.tmp")
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in planted:
+        if as_folder:
+            path.mkdir()
+            (path / "context_ids.npy").write_bytes(b"half")
+        else:
+            path.write_bytes(b"half")
+    return planted
+
+
+def test_temp_folders_of_dead_builds_are_removed_and_live_ones_kept(work, koelectra_folder, capsys):
+    orphan, live, elsewhere = plant_temps(work / "cache", "windows-abc", as_folder=True)
     code, _, err = run_cli(features_main, [str(work / "good.jsonl"), "--model", str(koelectra_folder),
-                                           "--cache_dir", str(cache), *SMALL], capsys)
+                                           "--cache_dir", str(work / "cache"), *SMALL], capsys)
+    assert code == 0, err
+    assert not orphan.exists() and live.exists() and elsewhere.exists()
+
+
+def test_temp_files_of_a_killed_predict_are_removed_on_the_next_run(work, tiny_model, capsys):
+    orphan, live, elsewhere = plant_temps(work / "o", "good.predictions.json", as_folder=False)
+    code, _, err = run_cli(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"),
+                                          "--output", str(work / "o"), "--cache_dir", str(work / "cache"), *SMALL],
+                           capsys)
     assert code == 0, err
     assert not orphan.exists() and live.exists() and elsewhere.exists()
 
