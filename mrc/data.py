@@ -144,6 +144,8 @@ def _detect_format(path: Path, text: str, stats: ReadStats) -> tuple[str, Any]:
 def _read_text(path: Path) -> str:
     if path.is_dir():
         raise MRCError(f"{path}: is a folder, not a data file; pass the JSON or JSON Lines files inside it")
+    if path.exists() and not path.is_file():
+        raise MRCError(f"{path}: not a regular file (a device, a socket or a pipe); pass a data file")
     if not path.is_file():
         raise MRCError(f"{path}: file not found; check the path")
     try:

@@ -608,6 +608,8 @@ FLAG_CASES = [  # (id, CLI, flags after the common ones, words of the error line
      "no context tokens"),
     ("predict_zero_width_question", "predict", ["--question", "\u200b\u200b", "--context", CONTEXT],
      "no question tokens"),
+    ("predict_input_is_a_device", "predict", ["--input", "/dev/null", "--output", "{work}/o4"], "not a regular file"),
+    ("eval_dataset_is_a_device", "eval", ["/dev/null", "{work}/p.json"], "not a regular file"),
     ("eval_empty_out", "eval", ["{good}", "{work}/p.json", "--out", ""], "empty"),
     ("eval_dataset_is_folder", "eval", ["{work}", "{work}/p.json"], "is a folder"),
     ("eval_predictions_is_folder", "eval", ["{good}", "{work}"], "is a folder"),
