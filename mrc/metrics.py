@@ -145,8 +145,8 @@ def check_predictions(predictions: object, source: str = "predictions") -> None:
 def load_predictions(path: str | Path) -> dict[str, str]:
     """A predictions file {question id: answer text}; MRCError when missing or malformed."""
     path = Path(path)
-    if path.is_dir():
-        raise MRCError(f"{path}: is a folder; pass the predictions.json written by predict.py")
+    if path.exists() and not path.is_file():
+        raise MRCError(f"{path}: is a folder or a device, not a file; pass the predictions.json written by predict.py")
     if not path.is_file():
         raise MRCError(f"{path}: predictions file not found; pass the predictions.json written by predict.py")
     try:
