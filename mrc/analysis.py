@@ -16,7 +16,8 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +27,7 @@ from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import FORMATS, read_examples
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
+from mrc.hub import resolve_model
 from mrc.store import WindowConfig
 from mrc.io import atomic_write_text, check_folder_path, check_file_path, read_json_object, refuse_input_as_output
 from mrc.metrics import EvalResult, ExampleScore, evaluate, load_predictions
@@ -54,9 +56,12 @@ class EvalConfig:
     analyze: bool = field(False, help="write error_analysis.csv and print error breakdowns")
     f1_threshold: float = field(0.85, help="with --analyze: a question with EM 0 and F1 (0..1) below this "
                                            "is an error row")
-    model: str | None = field(None, help="with --analyze: model folder whose tokenizer measures lengths in tokens "
-                                         "(without it lengths are in characters); its training_args.json gives "
-                                         "the window and decode settings the flags below do not")
+    model: str | None = field(None, help="with --analyze: model folder or hub id whose tokenizer measures lengths "
+                                         "in tokens (without it lengths are in characters); its training_args.json "
+                                         "gives the window and decode settings the flags below do not")
+    revision: str | None = field(None, help="branch, tag or commit of a hub --model (default main)")
+    cache_dir: str | None = field(None, help="where models downloaded from the hub are stored (default "
+                                             "$HF_HUB_CACHE, else $HF_HOME/hub)")
     out: str | None = field(None, help="folder for the result JSON and error_analysis.csv when not the "
                                        "predictions' folder")
     data_format: str = field("auto", help="format of DATASET", choices=FORMATS)
@@ -216,6 +221,14 @@ def reach_breakdowns(result: EvalResult, lengths: Lengths, window: WindowConfig,
     ]
 
 
+def write_breakdowns_json(cfg: EvalConfig, result: EvalResult, unit: str, tables: list[Breakdown], path: Path) -> None:
+    """The breakdowns as JSON beside error_analysis.csv (what `python -m mrc.report` draws)."""
+    data = {"dataset": str(cfg.dataset), "predictions": str(cfg.predictions), "exact_match": result.exact_match,
+            "f1": result.f1, "f1_threshold": cfg.f1_threshold, "unit": unit,
+            "breakdowns": [{"title": b.title, "rows": [asdict(r) for r in b.rows]} for b in tables]}
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
 def print_result(result: EvalResult, console: Console) -> None:
     table = Table(title="KorQuAD v1.0 metric", title_justify="left")
     for name in ("exact match", "F1", "questions", "missing"):
@@ -272,6 +285,9 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
     `given`: the flags the command line set; the other window and decode settings come from
     --model's training_args.json when it has one (None keeps `cfg` as it is).
     """
+    if cfg.model:
+        cfg = dataclasses.replace(cfg, model=str(resolve_model(cfg.model, cfg.revision, cfg.cache_dir, flag="--model",
+                                                               say=Console(stderr=True).print)))
     sources = None
     if given is not None:
         cfg, sources = settings_from_model(cfg, given)
@@ -291,8 +307,10 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
         rows = error_rows(result, lengths, cfg.f1_threshold)
         write_error_csv(rows, csv_path, overwrite=cfg.overwrite)
         reach = reach_breakdowns(result, lengths, cfg.window, cfg.decode, cfg.f1_threshold) if cfg.model else []
-        for breakdown in breakdowns(result, lengths, cfg.f1_threshold) + reach:
+        tables = breakdowns(result, lengths, cfg.f1_threshold) + reach
+        for breakdown in tables:
             print_breakdown(breakdown, console)
+        write_breakdowns_json(cfg, result, lengths.unit, tables, out_dir / "error_analysis.json")
         console.print(f"{len(rows):,} error rows written to {out_dir / 'error_analysis.csv'}", soft_wrap=True)
     summary = result.summary()
     atomic_write_text(result_path, json.dumps(summary) + "\n", overwrite=cfg.overwrite)
@@ -321,8 +339,10 @@ def analyze_result(dataset_file: str | Path, prediction_file: str | Path, f1_thr
                    model_name_or_path: str | Path | None) -> list[dict]:
     """The seed's API: writes error_analysis.csv beside the predictions and returns its rows.
 
-    model_name_or_path is a local model folder (lengths in its tokens), or None for characters.
+    model_name_or_path is a model folder or hub id (lengths in its tokens), or None for characters.
     """
+    if model_name_or_path is not None:
+        model_name_or_path = resolve_model(model_name_or_path, flag="model_name_or_path")
     result, _ = evaluate_files(dataset_file, prediction_file)
     lengths = measure_lengths(result.scores, model_name_or_path)
     rows = error_rows(result, lengths, f1_threshold)

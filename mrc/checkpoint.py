@@ -10,7 +10,6 @@ Write: an HF-compatible folder that `transformers.AutoModelForQuestionAnswering`
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -69,8 +68,6 @@ ARCHITECTURES = {"electra": "ElectraForQuestionAnswering", "bert": "BertForQuest
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
-# Hub ids `python -m mrc.download` knows, and the name it takes for each.
-DOWNLOADABLE = {"monologg/koelectra-base-v3-discriminator": "koelectra-base-v3"}
 
 
 def key_table(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str, ...]]:
@@ -89,71 +86,19 @@ def key_table(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str, ...]]:
 # Finding the folder
 
 
-def hub_cache_dir() -> Path:
-    """The local Hugging Face hub cache, honouring HF_HUB_CACHE, HF_HOME and XDG_CACHE_HOME."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser()
-    return cache / "huggingface" / "hub"
+def resolve_model_folder(folder: str | Path) -> Path:
+    """`folder` as a Path when it is a model folder on disk; an MRCError saying what to pass otherwise.
 
-
-def find_in_hub_cache(hub_id: str) -> Path | None:
-    """The snapshot folder of `hub_id` in the local hub cache (the `main` ref first), or None."""
-    repo = hub_cache_dir() / ("models--" + hub_id.replace("/", "--"))
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        snapshot = repo / "snapshots" / ref.read_text().strip()
-        if (snapshot / "config.json").is_file():
-            return snapshot
-    snapshots = [s for s in (repo / "snapshots").glob("*") if (s / "config.json").is_file()]
-    return max(snapshots, key=lambda s: s.stat().st_mtime) if snapshots else None
-
-
-def looks_like_hub_id(name: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None
-
-
-def resolve_model_folder(name_or_path: str | Path) -> Path:
-    """A local model folder for `--model_name_or_path`: the folder itself, or a hub id's snapshot in
-    the local HF cache. Nothing is downloaded; a hub id that is not cached is an MRCError saying how
-    to fetch it."""
-    path = Path(name_or_path).expanduser()
+    Hub ids are turned into folders before loading, by `mrc.hub.resolve_model`.
+    """
+    path = Path(folder).expanduser()
     if path.is_dir():
         return path
     if path.exists():
-        raise MRCError(f"--model_name_or_path {name_or_path} is a file; pass the folder that holds config.json "
-                       "and the weights")
-    name = str(name_or_path)
-    if looks_like_hub_id(name):
-        cached = find_in_hub_cache(name)
-        if cached is not None:
-            return cached
-    raise MRCError(missing_model_message(name))
-
-
-def missing_model_message(name: str) -> str:
-    """What to do when `name` is neither a local folder nor a hub id in the HF cache."""
-    cache = hub_cache_dir()
-    known = {hub_id.split("/")[-1]: hub_id for hub_id in DOWNLOADABLE}
-    hub_id = name if name in DOWNLOADABLE else known.get(Path(name).name)
-    if hub_id is not None:
-        from mrc.download import BUNDLES  # the downloader owns where it puts the files
-
-        bundle = BUNDLES[DOWNLOADABLE[hub_id]]
-        return (f"--model_name_or_path {name} is not a local folder and not in the Hugging Face cache ({cache}); "
-                f"this trainer never downloads during a run. Fetch the files once with "
-                f"`python -m mrc.download {bundle.name}` (it writes {bundle.default_dir}; --dir DIR puts them in "
-                f"DIR instead), then pass --model_name_or_path {bundle.default_dir}.")
-    if looks_like_hub_id(name):
-        return (f"--model_name_or_path {name}: no such folder, and no hub model of that name in the Hugging Face "
-                f"cache ({cache}). If it is a folder, check the path. If it is a hub id, this trainer never "
-                f"downloads during a run: download config.json, model.safetensors (or pytorch_model.bin), vocab.txt "
-                f"and tokenizer_config.json from https://huggingface.co/{name} into a folder and pass that folder.")
-    return (f"--model_name_or_path {name}: no such folder. Pass a folder holding config.json and "
-            f"model.safetensors or pytorch_model.bin (plus vocab.txt and tokenizer_config.json).")
+        raise MRCError(f"{folder} is a file; pass the folder that holds config.json and the weights")
+    raise MRCError(f"{folder}: no such folder. Pass a folder holding config.json and model.safetensors or "
+                   "pytorch_model.bin (plus vocab.txt and tokenizer_config.json); a hub id is resolved to its "
+                   "folder with mrc.hub.resolve_model first")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +217,7 @@ def check_vocab_fits(folder: Path, cfg: ModelConfig) -> None:
 
 def load_model(folder: str | Path, *,
                report: Callable[[str], None] | None = stderr_line) -> tuple[ElectraForQA, ModelConfig]:
-    """Load an HF ELECTRA/BERT folder (or a cached hub id) as (ElectraForQA on CPU, float32, its config).
+    """Load an HF ELECTRA/BERT folder as (ElectraForQA on CPU, float32, its config).
 
     Weights missing from the checkpoint may only be the QA head, which then keeps the fresh
     normal(0, initializer_range) initialisation; `report` gets one line naming missing and

@@ -180,6 +180,25 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def to_argv(cfg: Any, *, leave_out: frozenset[str] = frozenset()) -> list[str]:
+    """The flags that rebuild `cfg`: every field whose value differs from its default (a reproducing command)."""
+    argv: list[str] = []
+    values = to_dict(cfg)
+    for _, f in flag_fields(type(cfg)):
+        value, default = values[f.name], _clean(_default(f))
+        if f.name in leave_out or value == default:
+            continue
+        if isinstance(value, bool):
+            argv.append(f"--{f.name}" if value else f"--no-{f.name}")
+        elif f.metadata.get("positional"):
+            argv.append(str(value))
+        elif isinstance(value, list):
+            argv += [f"--{f.name}", *map(str, value)]
+        elif value is not None:
+            argv += [f"--{f.name}", str(value)]
+    return argv
+
+
 def save_config(cfg: Any, path: Path) -> None:
     """Write a config as indented flat JSON, atomically."""
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2, ensure_ascii=False) + "\n")

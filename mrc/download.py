@@ -1,18 +1,24 @@
-"""Fetch the real data sets and the pretrained model: `python -m mrc.download korquad | klue-mrc | koelectra-base-v3`.
+"""Fetch the real data sets and models: `python -m mrc.download korquad | klue-mrc | koelectra-base-v3 | OWNER/NAME`.
 
-Each file streams into `<name>.part` beside its final name and is renamed into place only after
-its size and sha256 match (where they are known), so a final name always holds a verified file.
-An interrupted download resumes from the `.part` file with an HTTP Range request; a server that
-ignores Range sends the whole file again and the `.part` file restarts from zero.
-Only the standard library's urllib is used, so downloading needs no extra dependency.
+Models come from the Hugging Face Hub through `mrc.hub`, the same path train.py takes for a hub id:
+into the standard HF cache, only the files the trainer reads, honouring HF_ENDPOINT, HF_TOKEN and
+HF_HUB_OFFLINE. `koelectra-base-v3` is pinned to one commit whose files are also checked against
+known sha256 sums; `--dir` copies a model's files into a plain folder as well.
+
+Data sets are not on the Hub: each file streams into `<name>.part` beside its final name and is
+renamed into place only after its size and sha256 match (where they are known), so a final name
+always holds a verified file. An interrupted download resumes from the `.part` file with an HTTP
+Range request; a server that ignores Range sends the whole file again and the `.part` file
+restarts from zero. Data sets need only the standard library's urllib.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import http.client
+import os
 import re
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -25,7 +31,8 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 
 from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
-from mrc.io import ensure_dir, fs_errors
+from mrc.hub import KNOWN_MODELS, hub_cache_dir, looks_like_hub_id, resolve_model, snapshot_commit
+from mrc.io import atomic_path, ensure_dir, fs_errors
 
 BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
 CHUNK_BYTES = 1 << 20
@@ -54,10 +61,8 @@ class Bundle:
     homepage: str
 
 
-# Official hosts. KLUE and the KoELECTRA hub repository are pinned to one commit so the
-# checksums below stay valid if the branches move.
+# Official hosts. KLUE is pinned to one commit so the checksums below stay valid if its branch moves.
 _KLUE_COMMIT = "3efd98708a40ff49251fddde35453f8fbb11f536"
-_KOELECTRA_REVISION = "da54619825c499c78bc3c8a689a9837e0d1d2284"
 
 BUNDLES: dict[str, Bundle] = {
     "korquad": Bundle(
@@ -86,11 +91,24 @@ BUNDLES: dict[str, Bundle] = {
         ),
         homepage="https://github.com/KLUE-benchmark/KLUE/tree/main/klue_benchmark/klue-mrc-v1.1",
     ),
-    "koelectra-base-v3": Bundle(
+}
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A model `python -m mrc.download` knows by a short name: its hub id, pinned commit and file checksums."""
+
+    name: str
+    hub_id: str
+    revision: str
+    files: tuple[RemoteFile, ...]
+
+
+MODELS: dict[str, HubModel] = {
+    "koelectra-base-v3": HubModel(
         name="koelectra-base-v3",
-        description="monologg/koelectra-base-v3-discriminator (Apache-2.0): config, vocab, weights",
-        base_url=f"https://huggingface.co/monologg/koelectra-base-v3-discriminator/resolve/{_KOELECTRA_REVISION}",
-        default_dir="models/koelectra-base-v3-discriminator",
+        hub_id="monologg/koelectra-base-v3-discriminator",
+        revision=KNOWN_MODELS["monologg/koelectra-base-v3-discriminator"][1],
         files=(
             RemoteFile("config.json", 467, "b0524c98036d679fd7a38a304a678cbf8d71226283c1f2f6ce08408e85eea56e"),
             RemoteFile("tokenizer_config.json", 61,
@@ -98,24 +116,39 @@ BUNDLES: dict[str, Bundle] = {
             RemoteFile("vocab.txt", 263_326, "9f50b0a44b0272dcf78bfd7a52a0815588f69918bb87ec60b21ca235c5aa0eb4"),
             RemoteFile("pytorch_model.bin", None, "f3f249cc07826bc2964a2c0dbbd0d239df4fe55efc03ba33e1bd1584cf56c566"),
         ),
-        homepage="https://huggingface.co/monologg/koelectra-base-v3-discriminator/tree/main",
     ),
 }
 
 
 @dataclass
 class DownloadConfig:
-    bundle: str = field(help="what to fetch: " + ", ".join(BUNDLES), positional=True)
-    dir: Path | None = field(None, help="destination folder (default: data/<set> or models/<model> under the current folder)")
-    base_url: str | None = field(None, help=f"fetch from this URL prefix instead of the official host (or set ${BASE_URL_ENV})")
+    bundle: str = field(help="what to fetch: " + ", ".join([*BUNDLES, *MODELS]) + ", or a hub model id OWNER/NAME",
+                        positional=True)
+    dir: Path | None = field(None, help="data sets: destination folder (default data/<set>); models: also copy the "
+                             "files into this plain folder (they always go to the Hugging Face cache)")
+    base_url: str | None = field(None, help=f"data sets: fetch from this URL prefix instead of the official host "
+                                 f"(or set ${BASE_URL_ENV}); models use HF_ENDPOINT")
+    revision: str | None = field(None, help="models: branch, tag or commit (default: the pinned commit of a known "
+                                 "model, else main)")
+    cache_dir: Path | None = field(None, help="models: Hugging Face cache folder (default $HF_HUB_CACHE, else "
+                                   "$HF_HOME/hub, else ~/.cache/huggingface/hub)")
 
     def __post_init__(self) -> None:
-        if self.bundle not in BUNDLES:
-            raise MRCError(f"unknown download '{self.bundle}': choose one of {', '.join(BUNDLES)}")
+        if self.bundle not in BUNDLES and self.bundle not in MODELS and not looks_like_hub_id(self.bundle):
+            raise MRCError(f"unknown download '{self.bundle}': choose one of {', '.join([*BUNDLES, *MODELS])}, "
+                           "or give a hub model id OWNER/NAME")
         if self.dir is not None:
             self.dir = Path(self.dir)
         if self.base_url is not None and not re.match(r"^(https?|file)://", self.base_url):
             raise MRCError(f"--base_url {self.base_url!r} is not a URL: give one starting with https:// or http://")
+        if self.base_url is not None and self.bundle not in BUNDLES:
+            raise MRCError("--base_url applies to data sets; for models set HF_ENDPOINT to a hub mirror")
+        if self.revision is not None and self.bundle in BUNDLES:
+            raise MRCError("--revision applies to models (hub repositories), not to data sets; drop it")
+
+    @property
+    def is_model(self) -> bool:
+        return self.bundle not in BUNDLES
 
 
 def file_matches(path: Path, remote: RemoteFile) -> tuple[bool, str]:
@@ -245,13 +278,43 @@ def download_bundle(bundle: Bundle, dest: Path, base_url: str | None = None,
     return {f.name: download_file(bundle, f, dest, source, console) for f in bundle.files}
 
 
+def download_model(cfg: DownloadConfig, console: Console) -> dict[str, str]:
+    """A hub model into the HF cache (and --dir); {file name: what was done}."""
+    known = MODELS.get(cfg.bundle)
+    hub_id = known.hub_id if known else cfg.bundle
+    revision = cfg.revision or (known.revision if known else None)
+    console.print(f"{hub_id} (revision {revision or 'main'})\n"
+                  f"  into the Hugging Face cache {hub_cache_dir(cfg.cache_dir)}")
+    folder = resolve_model(hub_id, revision, cfg.cache_dir, flag="model", say=console.print)
+    done = {p.name: "in the cache" for p in sorted(folder.iterdir()) if p.is_file()}
+    if known and snapshot_commit(folder) == known.revision:
+        for remote in known.files:
+            ok, why = file_matches(folder / remote.name, remote)
+            if not ok:
+                raise MRCError(f"{folder / remote.name} does not match the published file ({why}); delete "
+                               f"{folder.parent.parent} and run the same command again")
+            done[remote.name] = "in the cache, verified"
+    if cfg.dir is not None:
+        cfg.dir.mkdir(parents=True, exist_ok=True)
+        for name in done:
+            with atomic_path(cfg.dir / name) as tmp:
+                shutil.copyfile(folder / name, tmp)  # follows the cache's symlinks to the blobs
+            done[name] += f", copied to {cfg.dir}"
+    console.print(f"pass --model_name_or_path {hub_id}" + (f" --revision {revision}" if revision else "")
+                  + (f" (or the folder {cfg.dir})" if cfg.dir else "") + " to train.py")
+    return done
+
+
 def run(cfg: DownloadConfig) -> dict[str, str]:
     """Download what `cfg` names and print one line per file."""
-    bundle = BUNDLES[cfg.bundle]
-    dest = cfg.dir or Path(bundle.default_dir)
-    base_url = cfg.base_url or os.environ.get(BASE_URL_ENV) or None
     console = Console(stderr=True)
-    done = download_bundle(bundle, dest, base_url, console)
+    if cfg.is_model:
+        done = download_model(cfg, console)
+    else:
+        bundle = BUNDLES[cfg.bundle]
+        dest = cfg.dir or Path(bundle.default_dir)
+        base_url = cfg.base_url or os.environ.get(BASE_URL_ENV) or None
+        done = download_bundle(bundle, dest, base_url, console)
     for name, what in done.items():
         console.print(f"  [green]{name}[/]: {what}")
     return done
@@ -260,8 +323,8 @@ def run(cfg: DownloadConfig) -> dict[str, str]:
 @cli_entry
 def main(argv: list[str] | None = None) -> dict[str, str]:
     cfg = parse_config(DownloadConfig, argv, prog="python -m mrc.download",
-                       description="Download KorQuAD 1.0, KLUE MRC or the KoELECTRA-base-v3 model, "
-                                   "resumable and checksum-verified.")
+                       description="Download KorQuAD 1.0 or KLUE MRC (resumable, checksum-verified), "
+                                   "or a model from the Hugging Face Hub into its cache.")
     print_config(cfg, "download")
     return run(cfg)
 

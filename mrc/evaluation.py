@@ -29,7 +29,7 @@ from mrc.metrics import evaluate
 from mrc.precision import PrecisionConfig
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
-from mrc.train_state import list_checkpoints
+from mrc.train_state import model_checkpoints
 
 
 @dataclass(frozen=True)
@@ -167,8 +167,10 @@ class Evaluator:
         """--eval_all_checkpoints: every checkpoint-<step> (and the final model), a table, the best by F1."""
         done = self.already_evaluated()
         evaluated: dict[str, str] = {}
-        for step, folder in list_checkpoints(self.out):
+        same_as_final = ""  # the checkpoint whose weights the final model holds (same step)
+        for step, folder in model_checkpoints(self.out):
             if final is not None and str(step) == final[0]:
+                same_as_final = f" (= {folder.name})"
                 continue
             if str(step) not in done:
                 model, _ = load_model(folder, report=None)
@@ -177,7 +179,7 @@ class Evaluator:
         if final is not None:
             if final[0] not in done:
                 self.run(final[1], final[0])
-            evaluated[final[0]] = str(self.out)
+            evaluated[final[0]] = f"{self.out}{same_as_final}"
         if self.ctx.is_main:
             self._print_table(evaluated)
 

@@ -30,7 +30,8 @@ class InspectConfig:
     model: str = field(help="model folder with vocab.txt + tokenizer_config.json (or tokenizer.json)")
     dump: str | None = field(None, help="write one JSON line per window to this file")
     overwrite: bool = field(False, help="with --dump: replace the file when it exists")
-    cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or ./.cache/mrc)")
+    features_cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or "
+                                           "./.cache/mrc)")
     no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
     data_format: str = field("auto", help="input format; auto detects it per file", choices=FORMATS)
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     examples, stats = read_examples(args.data, data_format=cfg.data_format)
     # Built from the Examples (not the paths) so the cache key is the one train.py and predict.py use.
     store = build_store(examples, cfg.model, wcfg, labels=any(ex.is_labelled for ex in examples),
-                        cache_dir=cfg.cache_dir, use_cache=not cfg.no_cache)
+                        cache_dir=cfg.features_cache_dir, use_cache=not cfg.no_cache)
     store.read_stats = stats
     _print_counts(store, inspect_counts(store))
     if cfg.dump:

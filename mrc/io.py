@@ -155,6 +155,7 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     try:
         with fs_errors(path):
             yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # again: a writer may have replaced the file (safetensors: 0600)
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp_path, path)
@@ -192,6 +193,7 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     try:
         with fs_errors(path):
             yield tmp
+            _ordinary_modes(tmp)
             _fsync_tree(tmp)
             if path.exists():
                 old = _aside(path)
@@ -208,6 +210,14 @@ def atomic_dir(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
 
 def _aside(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
+
+
+def _ordinary_modes(folder: Path) -> None:
+    """Files as the umask makes them (safetensors writes 0600), so a teammate can read a saved model."""
+    mode = 0o666 & ~_umask()
+    for f in folder.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, mode)
 
 
 def _fsync_tree(folder: Path) -> None:

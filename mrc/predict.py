@@ -28,12 +28,13 @@ from rich.table import Table
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import load_model, looks_like_hub_id, resolve_model_folder
+from mrc.checkpoint import load_model
 from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import Example, ReadStats, item_problem, read_examples
 from mrc.decode import DecodeConfig, Prediction
 from mrc.errors import MRCError
 from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
+from mrc.hub import resolve_model
 from mrc.store import WindowConfig
 from mrc.io import atomic_path, check_folder_path, read_json_object, refuse_input_as_output
 from mrc.metrics import EvalResult, evaluate
@@ -52,7 +53,8 @@ TRAINING_ARGS = "training_args.json"
 class PredictConfig:
     """What `predict.py` predicts, with which settings, and where the answers go."""
 
-    model: Path = field(help="model folder: config.json, weights and tokenizer files (a folder train.py saved)")
+    model: Path = field(help="model: a folder train.py saved (config.json, weights, tokenizer files) or the hub "
+                        "id of a fine-tuned QA model (downloaded into the HF cache on first use)")
     input: list[Path] = field(default_factory=list, help="input files: KorQuAD/SQuAD or KLUE MRC JSON, or JSON "
                               "Lines; answers are optional")
     output: Path | None = field(None, "output folder for <name>.predictions.json, <name>.nbest.json, errors.jsonl")
@@ -68,14 +70,18 @@ class PredictConfig:
     save_logits: bool = field(False, "also write every window's start/end logits to <name>.logits.npz (ensembling)")
     overwrite: bool = field(False, "replace existing output files")
     eval: bool = field(False, "print EM/F1 (official KorQuAD v1.0 metric) for inputs that carry answers")
-    cache_dir: Path | None = field(None, "window store cache folder (default: $MRC_CACHE, else ./.cache/mrc; "
-                                   "shared with train.py)")
+    revision: str | None = field(None, "branch, tag or commit of a hub --model (default main)")
+    cache_dir: Path | None = field(None, "where models downloaded from the hub are stored (default $HF_HUB_CACHE, "
+                                   "else $HF_HOME/hub, else ~/.cache/huggingface/hub)")
+    features_cache_dir: Path | None = field(None, "window store cache folder (default: $MRC_CACHE, else "
+                                            "./.cache/mrc; shared with train.py)")
 
     def __post_init__(self) -> None:
         self.model = Path(self.model)
         self.input = [Path(p) for p in self.input]
         self.output = Path(self.output) if self.output is not None else None
-        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else None
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir else None
+        self.features_cache_dir = Path(self.features_cache_dir) if self.features_cache_dir is not None else None
         if (self.question is None) != (self.context is None):
             raise MRCError("debug mode needs both --question and --context")
         if self.debug:
@@ -251,15 +257,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         return quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8)
 
 
-def model_folder(model: Path) -> Path:
-    """The folder behind --model: the folder itself, or a hub id's snapshot in the local HF cache
-    (for the model and the tokenizer alike)."""
-    if not model.is_dir() and not looks_like_hub_id(str(model)):
-        raise MRCError(f"--model {model}: no such folder; pass a folder train.py saved (config.json, "
-                       f"model.safetensors, vocab.txt, tokenizer_config.json)")
-    return resolve_model_folder(model)
-
-
 def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> nn.Module:
     model, _ = load_model(cfg.model, report=report.say if ctx.is_main else None)
     model.eval()
@@ -288,7 +285,8 @@ def predict_file(plan: InputPlan, examples: list[Example], stats: ReadStats, mod
     errors = reader_drops(stats, plan.path) + errors
     answers: dict[str, str] | None = {}
     if predictable:
-        store = build_store_on_ranks(predictable, cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.cache_dir)
+        store = build_store_on_ranks(predictable, cfg.model, cfg.window, ctx, labels=False,
+                                     cache_dir=cfg.features_cache_dir)
         unasked = tokenless_questions(store, plan.path)
         errors += unasked
         skip = {e.id for e in unasked}
@@ -378,7 +376,7 @@ def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> Pr
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
     model = load_for_inference(cfg, ctx, report)
-    store = build_store_on_ranks([example], cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.cache_dir,
+    store = build_store_on_ranks([example], cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.features_cache_dir,
                                  use_cache=False)
     if store.question_token_base[1] == store.question_token_base[0]:  # the one question has no tokens
         raise MRCError("cannot predict: no question tokens left after tokenization; --question holds only "
@@ -421,17 +419,19 @@ def run(cfg: PredictConfig, given: frozenset[str] | None = None) -> PredictRun:
     the model folder's training_args.json when it has one. None (a config built in Python) keeps
     every setting of `cfg` as it is.
     """
-    cfg = dataclasses.replace(cfg, model=model_folder(cfg.model))
     replaced = 0
     if cfg.debug:  # bytes that are not UTF-8 on the command line arrive as surrogate escapes
         (question, in_question), (context, in_context) = clean_text(cfg.question), clean_text(cfg.context)
         cfg, replaced = dataclasses.replace(cfg, question=question, context=context), in_question + in_context
-    sources = None
-    if given is not None:
-        cfg, sources = settings_from_model(cfg, given)
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda)
     report = Reporter(ctx)
     try:
+        # One folder for the model and the tokenizer alike; a hub id is downloaded once (rank 0).
+        cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, cfg.revision, cfg.cache_dir, ctx, flag="--model",
+                                                           say=report.say))
+        sources = None
+        if given is not None:
+            cfg, sources = settings_from_model(cfg, given)
         if ctx.is_main:
             print_config(cfg, title="predict", sources=sources)
         report.say(f"device {ctx.device}, {ctx.world_size} process(es)")

@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -18,6 +18,14 @@ from rich.table import Table
 
 from mrc.dist import DistContext
 from mrc.io import atomic_write_text
+
+
+class Sink(Protocol):
+    """Another place metrics entries go (TensorBoard); rank 0 only."""
+
+    def __call__(self, entry: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Reporter:
@@ -29,6 +37,7 @@ class Reporter:
         self.metrics_path = metrics_path
         self.progress: Progress | None = None
         self.task = None
+        self.sinks: list[Sink] = []
 
     def say(self, message: str) -> None:
         if self.enabled:
@@ -51,6 +60,14 @@ class Reporter:
         if self.enabled and self.metrics_path is not None:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        if self.enabled:
+            for sink in self.sinks:
+                sink(entry)
+
+    def close_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     @contextlib.contextmanager
     def progress_bar(self, total_steps: int, done: int) -> Iterator[None]:

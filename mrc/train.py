@@ -19,25 +19,30 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
-from mrc import dist
+from mrc import dist, tensorboard
 from mrc.batching import collate
-from mrc.checkpoint import load_model, resolve_model_folder
-from mrc.config import field, print_config, section, to_dict
+from mrc.checkpoint import load_model
+from mrc.config import field, print_config, section, to_argv, to_dict
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.io import ensure_dir
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
+from mrc.hub import resolve_model, snapshot_commit
 from mrc.store import WindowConfig
 from mrc.loss import qa_loss
+from mrc.model_card import CardInfo, DatasetRef, hub_id_of, license_of, reproduce_command, write_card
 from mrc.optim import build_optimizer, linear_warmup_decay
 from mrc.precision import PrecisionConfig
 from mrc.reporting import Reporter
+from mrc.report import write_report
+from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
 from mrc.train_data import TrainFile, load_train_data, parse_train_file, read_train_examples
-from mrc.train_state import (Trainer, checkpoint_dir, decide_start, latest_checkpoint, read_progress, resume,
-                             save_checkpoint, save_final_model)
+from mrc.train_state import (Trainer, checkpoint_dir, decide_start, is_training_checkpoint, latest_checkpoint,
+                             read_progress, refresh_checkpoint_cards, resume, save_checkpoint, save_final_model)
 
 MODEL_TYPES = ("electra", "bert")
 
@@ -47,8 +52,9 @@ class TrainConfig:
     """Every setting of a training run; the flags of train.py are built from these fields."""
 
     # -- what to train, on what, where the results go (the seed's flags) --
-    model_name_or_path: str = field(help="model folder to fine-tune (config.json, weights, vocab.txt), or a hub "
-                                    "id already in the local Hugging Face cache")
+    model_name_or_path: str = field(help="model to fine-tune: a folder (config.json, weights, vocab.txt) or a "
+                                    "Hugging Face Hub id such as monologg/koelectra-base-v3-discriminator "
+                                    "(downloaded into the HF cache on first use)")
     output_dir: str = field(help="folder for checkpoints, the final model, predictions and metrics.jsonl")
     model_type: str | None = field(None, "accepted for run_korquad.py commands; the architecture comes from the "
                                    "model's config.json (electra or bert)")
@@ -56,7 +62,11 @@ class TrainConfig:
     train_file: list[str] = field(default_factory=list, help="training file(s): KorQuAD/SQuAD/KLUE JSON or JSON "
                                   "Lines; PATH:WEIGHT uses a file WEIGHT times per epoch (e.g. klue.json:0.5)")
     predict_file: str | None = field(None, "evaluation file (KorQuAD/SQuAD/KLUE JSON or JSON Lines, with answers)")
-    cache_dir: str | None = field(None, "window store cache folder (default $MRC_CACHE, else ./.cache/mrc)")
+    cache_dir: str | None = field(None, "where models downloaded from the hub are stored, as in run_squad.py "
+                                  "(default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)")
+    revision: str | None = field(None, "branch, tag or commit of a hub --model_name_or_path (default main); the "
+                                 "resolved commit is printed and saved in training_args.json as model_commit")
+    features_cache_dir: str | None = field(None, "window store cache folder (default $MRC_CACHE, else ./.cache/mrc)")
     window: WindowConfig = section(WindowConfig)
     do_train: bool = field(False, "train on --train_file")
     do_eval: bool = field(False, "evaluate on --predict_file at the end (official KorQuAD v1.0 EM/F1)")
@@ -75,6 +85,7 @@ class TrainConfig:
     verbose_logging: bool = field(False, "print every skipped question and the per-file window counts")
     logging_steps: int = field(500, "log (and with --evaluate_during_training evaluate) every N steps; 0 = never")
     save_steps: int = field(500, "write output_dir/checkpoint-<step> every N optimizer steps; 0 = never")
+    checkpoints: CheckpointConfig = section(CheckpointConfig)
     eval_all_checkpoints: bool = field(False, "with --do_eval: evaluate every checkpoint-<step> and name the best")
     overwrite_output_dir: bool = field(False, "train into an output_dir that already holds files")
     seed: int = field(42, "seed of initialisation, dropout and data order")
@@ -92,10 +103,14 @@ class TrainConfig:
     neg_ratio: float = field(1.0, "fraction of the windows without the answer kept each epoch (seeded); 1 = all")
     group_by_length: bool = field(True, "batch windows of similar length together (less padding)")
     resume: bool = field(False, "continue from the latest complete checkpoint in output_dir, exactly")
+    resume_from_checkpoint: str | None = field(None, "continue exactly from this checkpoint-<step> folder of a run "
+                                               "(its optimizer, schedule, RNG and data position)")
     max_train_samples: int | None = field(None, "use only the first N training questions")
     max_eval_samples: int | None = field(None, "evaluate only the first N questions of --predict_file")
     no_cuda: bool = field(False, "run on CPU even when a GPU is visible")
     dist_timeout: int = field(1800, "seconds a rank waits for the others in a collective before the job fails")
+    report_to: str = field("none", "also write the logged scalars for TensorBoard under output_dir/runs/ "
+                           "(needs pip install -e '.[tensorboard]')", choices=tensorboard.REPORT_TO)
 
     def __post_init__(self) -> None:
         if not (self.do_train or self.do_eval):
@@ -132,6 +147,11 @@ class TrainConfig:
             raise MRCError("--evaluate_during_training evaluates every --logging_steps; set --logging_steps > 0")
         if self.eval_all_checkpoints and not self.do_eval:
             raise MRCError("--eval_all_checkpoints runs in the final evaluation; add --do_eval")
+        check_with_schedule(self.checkpoints, evaluate_during_training=self.evaluate_during_training,
+                            logging_steps=self.logging_steps, save_steps=self.save_steps)
+        if self.resume_from_checkpoint and (self.resume or not self.do_train):
+            raise MRCError("--resume_from_checkpoint continues a training run: use it with --do_train and without "
+                           "--resume (which picks the latest checkpoint of --output_dir)")
         self.train_files  # parses every PATH:WEIGHT now, so a bad weight fails before any work
         if not self.output_dir.strip():
             raise MRCError("--output_dir is empty; give a folder path")
@@ -207,14 +227,15 @@ def collate_to_device(store, rows: np.ndarray, device: torch.device) -> dict[str
 
 
 def build_trainer(cfg: TrainConfig, model_folder: Path, schedule: Schedule, ctx: dist.DistContext,
-                  report: Reporter) -> Trainer:
+                  report: Reporter, model_commit: str | None = None) -> Trainer:
     model, model_cfg = load_model(model_folder, report=report.say if ctx.is_main else None)
     model = dist.wrap_model(model.to(ctx.device).train(), ctx)
     optimizer = build_optimizer(dist.unwrap_model(model), learning_rate=cfg.learning_rate,
                                 weight_decay=cfg.weight_decay, adam_epsilon=cfg.adam_epsilon, device=ctx.device)
     scheduler = linear_warmup_decay(optimizer, cfg.warmup_steps, schedule.total_steps)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision.fp16)
-    return Trainer(model, model_cfg, model_folder, optimizer, scheduler, scaler, training_args=to_dict(cfg))
+    return Trainer(model, model_cfg, model_folder, optimizer, scheduler, scaler,
+                   training_args={**to_dict(cfg), "model_commit": model_commit})
 
 
 def seed_everything(seed: int) -> None:
@@ -304,7 +325,9 @@ def train_loop(trainer: Trainer, data: TrainData, schedule: Schedule, progress: 
                 interval = IntervalStats.start(ctx.device)
             if cfg.save_steps > 0 and step % cfg.save_steps == 0:
                 stop_if_not_finite(watch, out)
-                save_checkpoint(trainer, progress, ctx, checkpoint_dir(out, step))
+                save_checkpoint(trainer, progress, ctx, checkpoint_dir(out, step),
+                                model_only=cfg.checkpoints.save_only_model)
+                keep_checkpoints(out, cfg.checkpoints, eval_scores(evaluator), ctx, report)
                 last_saved = step
             if watch.stop_requested():
                 stop_if_not_finite(watch, out)
@@ -317,12 +340,41 @@ def train_loop(trainer: Trainer, data: TrainData, schedule: Schedule, progress: 
     return progress.step
 
 
+def eval_scores(evaluator: Evaluator | None) -> dict[str, dict[str, Any]]:
+    """eval_results.json as rank 0 holds it ({} elsewhere, or without evaluation)."""
+    return evaluator.results.results if evaluator is not None and evaluator.results is not None else {}
+
+
+def model_card_info(cfg: TrainConfig, model_folder: Path, evaluator: Evaluator | None,
+                    ctx: dist.DistContext) -> CardInfo:
+    argv = to_argv(cfg, leave_out=frozenset({"resume", "overwrite_output_dir", "local_rank"}))
+    return CardInfo(training_args={**to_dict(cfg), "model_commit": snapshot_commit(model_folder)},
+                    command=reproduce_command(argv, ctx.world_size),
+                    base_model=cfg.model_name_or_path, base_model_id=hub_id_of(cfg.model_name_or_path, model_folder),
+                    license=license_of(model_folder),
+                    train_sets=tuple(DatasetRef.of(str(f.path)) for f in cfg.train_files),
+                    eval_set=DatasetRef.of(str(cfg.predict_path), cfg.max_eval_samples) if cfg.predict_file else None,
+                    run_name=Path(cfg.output_dir).resolve().name, world_size=ctx.world_size,
+                    results=eval_scores(evaluator))
+
+
+def write_run_report(out: Path, report: Reporter) -> None:
+    """report.html at the end of a run, when the [report] extra (matplotlib) is installed."""
+    try:
+        path = write_report(out)
+    except MRCError as e:
+        report.say(f"[yellow]report.html not written: {escape(str(e))}[/]")  # escape: '.[report]' is no markup
+        return
+    report.say(f"report written to {path}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train and/or evaluate as `cfg` says; returns the final scores (rank 0; {} elsewhere)."""
+    tensorboard.require(cfg.report_to)
     ctx = dist.init_distributed(no_cuda=cfg.no_cuda, timeout_s=cfg.dist_timeout)
     try:
         return run_in_context(cfg, ctx)
@@ -333,7 +385,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     cfg.precision.check_device(ctx.device)
     out = Path(cfg.output_dir)
-    resume_from = (decide_start(out, ctx, resume=cfg.resume, overwrite=cfg.overwrite_output_dir)
+    checkpoint = Path(cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
+    resume_from = (decide_start(out, ctx, resume=cfg.resume, overwrite=cfg.overwrite_output_dir, checkpoint=checkpoint)
                    if cfg.do_train else None)
     report = Reporter(ctx, out / "metrics.jsonl")
     if ctx.is_main:
@@ -346,7 +399,11 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         report.say(f"{torch.cuda.device_count()} GPUs visible but one is used; launch with "
                    f"torchrun --nproc_per_node {torch.cuda.device_count()} train.py ... to use all")
     seed_everything(cfg.seed)
-    model_folder = resolve_model_folder(cfg.model_name_or_path)
+    model_folder = resolve_model(cfg.model_name_or_path, cfg.revision, cfg.cache_dir, ctx, say=report.say)
+    if cfg.do_train and resume_from is None and is_training_checkpoint(model_folder):
+        report.say(f"[yellow]{model_folder} is a training checkpoint (step {read_progress(model_folder).step:,}): "
+                   "this starts a new run from its weights at step 0, with a fresh optimizer and schedule. To "
+                   f"continue that run instead, pass --resume_from_checkpoint {model_folder}[/]")
     train_examples = (read_train_examples(cfg.train_files, report, with_unanswerable=cfg.decode.version_2_with_negative,
                                           max_samples=cfg.max_train_samples, verbose=cfg.verbose_logging)
                       if cfg.do_train else None)
@@ -354,7 +411,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     if cfg.do_eval or cfg.evaluate_during_training:
         eval_set = load_eval_set(cfg.predict_path, model_folder, cfg.window, ctx, report,
                                  with_unanswerable=cfg.decode.version_2_with_negative,
-                                 max_samples=cfg.max_eval_samples, cache_dir=cfg.cache_dir)
+                                 max_samples=cfg.max_eval_samples, cache_dir=cfg.features_cache_dir)
         # A fresh training run starts a fresh eval_results.json; resuming or evaluating adds to it.
         results = (EvalResults(out / "eval_results.json", keep_existing=resume_from is not None or not cfg.do_train)
                    if ctx.is_main else None)
@@ -368,7 +425,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
             evaluator.run(model, "eval")
         return evaluator.scores("eval")
     data = load_train_data(cfg.train_files, *train_examples, model_folder, cfg.window, ctx, report,
-                           cache_dir=cfg.cache_dir)
+                           cache_dir=cfg.features_cache_dir)
     schedule = plan_schedule(data, cfg.sampling(ctx.world_size), num_train_epochs=cfg.num_train_epochs,
                              max_steps=cfg.max_steps)
     for epoch, counts in enumerate(schedule.counts):
@@ -376,10 +433,14 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
             report.say(f"epoch {epoch + 1}: {counts.windows:,} windows ({counts.with_answer:,} with the answer, "
                        f"{counts.kept_without_answer:,} of {counts.without_answer:,} without it kept at "
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
-    trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report)
+    trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report, snapshot_commit(model_folder))
+    trainer.card = model_card_info(cfg, model_folder, evaluator, ctx) if ctx.is_main else None
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
         ensure_dir(out)
-        report.restart_metrics(read_progress(resume_from).step if resume_from else 0)
+        resumed_step = read_progress(resume_from).step if resume_from else 0
+        report.restart_metrics(resumed_step)
+        if cfg.report_to == "tensorboard":
+            report.sinks.append(tensorboard.TensorBoardLog(out, resumed_step))
         trainer.write_args(out / "training_args.json")
     progress = resume(trainer, resume_from, schedule, ctx, report) if resume_from is not None else Progress()
     report.say(f"training {schedule.total_steps:,} steps ({len(schedule.epochs)} epoch(s)), warmup {cfg.warmup_steps}")
@@ -389,12 +450,22 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)")
         final_step = train_loop(trainer, data, schedule, progress, cfg, ctx, report,
                                 evaluator if cfg.evaluate_during_training else None)
-    save_final_model(trainer, out, ctx)
+    label, role = str(final_step), f"the final model (step {final_step})"
+    if cfg.checkpoints.load_best_model_at_end:
+        label, role = load_best_weights(trainer.plain_model, out, eval_scores(evaluator), final_step, ctx, report)
+    save_final_model(trainer, out, ctx, label=label, role=role)
     report.say(f"trained {final_step:,} steps; model saved to {out}")
-    if not cfg.do_eval:
-        return {}
-    if cfg.eval_all_checkpoints:
-        evaluator.all_checkpoints((str(final_step), trainer.model))
-    elif str(final_step) not in evaluator.already_evaluated():
-        evaluator.run(trainer.model, str(final_step))
-    return evaluator.scores(str(final_step))
+    scores: dict[str, Any] = {}
+    if cfg.do_eval:
+        if cfg.eval_all_checkpoints:
+            evaluator.all_checkpoints((label, trainer.model))
+        elif label not in evaluator.already_evaluated():
+            evaluator.run(trainer.model, label)
+        scores = evaluator.scores(label)
+    if ctx.is_main:
+        write_card(out, trainer.card, label=label, role=role, folder_name=str(out))  # now with the final scores
+        if cfg.eval_all_checkpoints:
+            refresh_checkpoint_cards(out, trainer.card)
+        report.close_sinks()
+        write_run_report(out, report)
+    return scores

@@ -32,6 +32,7 @@ from mrc.checkpoint import save_model
 from mrc.errors import MRCError
 from mrc.io import atomic_write_text, check_folder_path, finish_replace_files, replace_files
 from mrc.model import ModelConfig
+from mrc.model_card import CardInfo, write_card
 from mrc.reporting import Reporter
 from mrc.schedule import Progress, Schedule
 
@@ -54,6 +55,19 @@ def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     for path in Path(output_dir).glob("checkpoint-*"):
         match = CHECKPOINT_PATTERN.fullmatch(path.name)
         if match and path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+MODEL_FILES = ("config.json", "model.safetensors", TRAINER_STATE)  # every checkpoint, --save_only_model's too
+
+
+def model_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Every `checkpoint-<step>` folder holding a complete model (resumable or model-only), by step."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = CHECKPOINT_PATTERN.fullmatch(path.name)
+        if match and path.is_dir() and all((path / name).is_file() for name in MODEL_FILES):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -140,34 +154,69 @@ def restore_training_state(folder: Path, *, optimizer: torch.optim.Optimizer,
 # -- the output folder
 
 
-def check_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+def is_training_checkpoint(folder: Path) -> bool:
+    """A complete `checkpoint-<step>` folder: model files plus everything an exact resume reads."""
+    return Path(folder).is_dir() and all((Path(folder) / name).is_file() for name in REQUIRED_FILES)
+
+
+def check_checkpoint(folder: Path) -> Path:
+    """The folder of --resume_from_checkpoint, when it holds a complete training checkpoint."""
+    if not folder.is_dir():
+        raise MRCError(f"--resume_from_checkpoint {folder}: no such folder; pass a checkpoint-<step> folder of a run, "
+                       "or --resume to continue the latest checkpoint in --output_dir")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise MRCError(f"--resume_from_checkpoint {folder}: not a complete training checkpoint (it lacks "
+                       f"{', '.join(missing)}); pass a checkpoint-<step> folder this trainer wrote")
+    return folder
+
+
+def only_a_failed_start(out: Path) -> bool:
+    """`out` holds only what a run writes as training starts (its flags, no logged step): the run
+    failed before its first step was logged, so the same command may start over there."""
+    files = {p.name: p for p in out.iterdir()}
+    return set(files) <= {"training_args.json", "metrics.jsonl"} and (
+        "metrics.jsonl" not in files or files["metrics.jsonl"].stat().st_size == 0)
+
+
+def check_output_dir(out: Path, *, resume: bool, overwrite: bool, checkpoint: Path | None = None) -> Path | None:
     """The checkpoint to resume from (None = start fresh); refuses to train into a used folder.
 
     With --resume, a folder holding only what a run writes before its first checkpoint
-    (a run stopped early) starts fresh.
+    (a run stopped early) starts fresh. With --resume_from_checkpoint, that checkpoint; the
+    output_dir may be the run's own folder (usually its parent), else it must be unused.
     """
     check_folder_path(out, "--output_dir")
     finish_replace_files(out)
-    if resume:
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+        if checkpoint.resolve().parent == out.resolve():
+            return checkpoint
+    elif resume:
         found = latest_checkpoint(out)
         if found is not None:
             return found
-    early_run_files = {"training_args.json", "metrics.jsonl"} if resume else set()
-    used = out.is_dir() and any(p.name not in early_run_files for p in out.iterdir())
+    continuing = resume or checkpoint is not None
+    early_run_files = {"training_args.json", "metrics.jsonl"} if continuing else set()
+    used = out.is_dir() and not only_a_failed_start(out) and any(p.name not in early_run_files for p in out.iterdir())
     if used and not overwrite:
-        where = "holds no complete checkpoint to resume from" if resume else "is not empty"
+        where = ("is not the folder of that checkpoint's run and is not empty" if checkpoint is not None else
+                 "holds no complete checkpoint to resume from" if resume else "is not empty")
+        if resume and model_checkpoints(out):
+            where += " (its checkpoints were saved with --save_only_model: no optimizer state to continue from)"
         raise MRCError(f"--output_dir {out} {where}; pass --overwrite_output_dir to train into it anyway, "
-                       f"{'' if resume else '--resume to continue its latest checkpoint, '}"
+                       f"{'' if continuing else '--resume to continue its latest checkpoint, '}"
                        f"or choose another --output_dir")
-    return None
+    return checkpoint
 
 
-def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: bool) -> Path | None:
+def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: bool,
+                 checkpoint: Path | None = None) -> Path | None:
     """Rank 0 inspects output_dir and every rank gets the same answer (or the same error)."""
     answer: tuple[str | None, str | None] = (None, None)
     if ctx.is_main:
         try:
-            found = check_output_dir(out, resume=resume, overwrite=overwrite)
+            found = check_output_dir(out, resume=resume, overwrite=overwrite, checkpoint=checkpoint)
             answer = (str(found) if found else None, None)
         except MRCError as e:
             answer = (None, str(e))
@@ -179,10 +228,13 @@ def decide_start(out: Path, ctx: dist.DistContext, *, resume: bool, overwrite: b
 
 # Flags that do not change the training trajectory: a resume may change them silently.
 TRAJECTORY_NEUTRAL = frozenset({
-    "resume", "overwrite_output_dir", "do_eval", "evaluate_during_training", "eval_all_checkpoints",
+    "resume", "resume_from_checkpoint", "overwrite_output_dir",
+    "do_eval", "evaluate_during_training", "eval_all_checkpoints",
     "per_gpu_eval_batch_size", "max_eval_samples", "predict_file", "logging_steps", "save_steps", "n_best_size",
     "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank", "threads", "dist_timeout",
-    "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file"})
+    "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file",
+    "save_total_limit", "load_best_model_at_end", "save_only_model", "report_to",
+    "revision", "model_commit", "features_cache_dir"})
 
 
 def diff_args(saved_path: Path, now: dict[str, Any]) -> list[str]:
@@ -209,6 +261,7 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     training_args: dict[str, Any]    # the run's flat flags, saved as training_args.json in every folder
+    card: CardInfo | None = None     # the README.md model card of every saved folder (rank 0)
 
     @property
     def plain_model(self) -> nn.Module:
@@ -227,28 +280,72 @@ class Trainer:
         atomic_write_text(path, json.dumps(self.training_args, indent=2, ensure_ascii=False) + "\n")
 
 
-def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext, folder: Path) -> None:
-    """Write an HF model folder plus the training state (rank 0 writes; every rank must call)."""
-    rng_states = dist.gather_to_main(capture_rng(), ctx)
+def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext, folder: Path, *,
+                    model_only: bool = False) -> None:
+    """Write an HF model folder plus the training state (rank 0 writes; every rank must call).
+
+    `model_only` (--save_only_model): no optimizer, schedule, scaler or RNG state; not resumable.
+    """
+    rng_states = [] if model_only else dist.gather_to_main(capture_rng(), ctx)
     if ctx.is_main:
-        writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-                                       scaler=trainer.scaler, progress=progress, rng_states=rng_states,
-                                       write_args=trainer.write_args)
-        save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder, extra_writer=writer)
+        if model_only:
+            writer = model_only_writer(progress, trainer.write_args)
+        else:
+            writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
+                                           scaler=trainer.scaler, progress=progress, rng_states=rng_states,
+                                           write_args=trainer.write_args)
+        save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder,
+                   extra_writer=with_card(writer, trainer, label=str(progress.step),
+                                          role=checkpoint_role(progress.step, model_only), folder=folder))
     dist.barrier(ctx)
 
 
-def save_final_model(trainer: Trainer, out: Path, ctx: dist.DistContext) -> None:
+def checkpoint_role(step: int, model_only: bool) -> str:
+    """What a checkpoint folder is, in its model card."""
+    return f"the checkpoint of step {step}" + (" (model only: --save_only_model, not resumable)" if model_only
+                                               else ", with the state --resume needs")
+
+
+def refresh_checkpoint_cards(out: Path, card: CardInfo) -> None:
+    """Rewrite the card of every checkpoint in `out` (rank 0): scores added since it was saved show up."""
+    for step, folder in model_checkpoints(out):
+        write_card(folder, card, label=str(step), role=checkpoint_role(step, not (folder / OPTIMIZER).is_file()),
+                   folder_name=str(folder))
+
+
+def model_only_writer(progress: Progress, write_args: Callable[[Path], None]) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        write_args(folder / "training_args.json")
+        (folder / TRAINER_STATE).write_text(json.dumps(asdict(progress), indent=2) + "\n", encoding="utf-8")
+
+    return write
+
+
+def with_card(writer: Callable[[Path], None], trainer: Trainer, *, label: str, role: str,
+              folder: Path) -> Callable[[Path], None]:
+    """`writer` plus the folder's README.md model card (when the trainer has card info)."""
+
+    def write(tmp: Path) -> None:
+        writer(tmp)
+        if trainer.card is not None:
+            write_card(tmp, trainer.card, label=label, role=role, folder_name=str(folder))
+
+    return write
+
+
+def save_final_model(trainer: Trainer, out: Path, ctx: dist.DistContext, *, label: str, role: str) -> None:
     """The trained model's HF files directly in output_dir, beside the checkpoints (rank 0).
 
     Built complete in `.final-model`, then moved in by `replace_files`: a crash at any moment
-    leaves the old final model or the new one, never new weights beside an old config.
+    leaves the old final model or the new one, never new weights beside an old config. `label`
+    names the model's scores in the card (the final step, or the best checkpoint's).
     """
     if not ctx.is_main:
         return
     staging = out / ".final-model"
     save_model(trainer.plain_model, trainer.model_cfg, staging, trainer.tokenizer_folder,
-               extra_writer=lambda tmp: trainer.write_args(tmp / "training_args.json"))
+               extra_writer=with_card(lambda tmp: trainer.write_args(tmp / "training_args.json"), trainer,
+                                      label=label, role=role, folder=out))
     replace_files(staging, out)
 
 

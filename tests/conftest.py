@@ -70,3 +70,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The flags of the shared long-run fixture: small --save_steps with --save_total_limit 2, every
+# checkpoint evaluated, the best one loaded at the end, TensorBoard curves (when installed).
+UNATTENDED_FLAGS = ("--max_steps", "50", "--logging_steps", "10", "--save_steps", "10", "--save_total_limit", "2",
+                    "--evaluate_during_training", "--load_best_model_at_end", "--do_eval", "--max_eval_samples", "30",
+                    "--per_gpu_train_batch_size", "8", "--learning_rate", "1e-3", "--max_seq_length", "128",
+                    "--doc_stride", "48", "--max_query_length", "32", "--seed", "42")
+
+
+@pytest.fixture(scope="session")
+def unattended_run(tmp_path_factory, koelectra_folder, korquad_train_subset, korquad_dev) -> Path:
+    """One demo-sized train.py run (in process) that the retention, card, TensorBoard and report tests read."""
+    import importlib.util
+    from mrc.checkpoint import save_model
+    from mrc.model import ElectraForQA, ModelConfig
+
+    root = tmp_path_factory.mktemp("unattended")
+    cfg = ModelConfig(hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    save_model(ElectraForQA(cfg), cfg, root / "model", tokenizer_folder=koelectra_folder)
+    report_to = ["--report_to", "tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    train_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_cli)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_cli.main(["--model_name_or_path", str(root / "model"), "--output_dir", str(root / "run"),
+                        "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,
+                        "--predict_file", str(korquad_dev), "--do_train", "--cache_dir", str(root / "cache"),
+                        *UNATTENDED_FLAGS, *report_to])
+    finally:
+        torch.set_num_threads(threads)
+    return root / "run"

@@ -153,31 +153,6 @@ def test_sharded_checkpoints_load(tmp_path, fmt):
     torch.testing.assert_close(our_logits(ours, *inputs()), hf_logits(hf, *inputs()), atol=1e-5, rtol=0)
 
 
-def test_hub_id_not_downloaded_says_how_to_get_the_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(MRCError) as info:
-        load_model("monologg/koelectra-base-v3-discriminator")
-    message = str(info.value)
-    assert "python -m mrc.download koelectra-base-v3" in message
-    assert "--model_name_or_path models/koelectra-base-v3-discriminator" in message
-    assert str(tmp_path / "empty-cache") in message
-
-
-def test_hub_id_found_in_the_local_hf_cache(tmp_path, monkeypatch):
-    hf = tiny_hf()
-    repo = tmp_path / "hf-home" / "hub" / "models--someone--tiny-electra"
-    hf.save_pretrained(repo / "snapshots" / "0123abcd")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0123abcd")
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.chdir(tmp_path)
-    ours, _ = load_model("someone/tiny-electra", report=None)
-    torch.testing.assert_close(our_logits(ours, *inputs()), hf_logits(hf, *inputs()), atol=1e-5, rtol=0)
-
-
 def test_folder_without_weights_lists_the_files_looked_for(tmp_path):
     tiny_hf().config.save_pretrained(tmp_path)
     with pytest.raises(MRCError) as info:
@@ -240,12 +215,9 @@ def test_tokenizer_folder_without_tokenizer_files_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_download_folder_points_to_the_downloader(tmp_path, monkeypatch):
-    """The path the README tells users to pass, before they downloaded: say how to get it."""
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+def test_a_name_that_is_no_folder_says_hub_ids_are_resolved_first(tmp_path, monkeypatch):
+    """load_model reads folders; a hub id goes through mrc.hub.resolve_model (tests/test_hub.py)."""
     monkeypatch.chdir(tmp_path)
-    for path in ("models/koelectra-base-v3-discriminator", str(tmp_path / "m" / "koelectra-base-v3-discriminator")):
-        with pytest.raises(MRCError, match="python -m mrc.download koelectra-base-v3"):
-            load_model(path)
-    with pytest.raises(MRCError, match="no such folder.*check the path.*huggingface.co/someone/model"):
-        load_model("someone/model")
+    for name in ("models/koelectra-base-v3-discriminator", "someone/model"):
+        with pytest.raises(MRCError, match="no such folder.*mrc.hub.resolve_model"):
+            load_model(name)

@@ -205,7 +205,7 @@ def write_bad(work: Path, name: str, data: bytes) -> Path:
 def test_predict_refuses_a_malformed_input_before_writing_anything(kind, name, data, says, work, tiny_model, capsys):
     bad = write_bad(work, name, data)
     expect_refusal(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), str(bad),
-                                  "--output", str(work / "out"), "--cache_dir", str(work / "cache"), *SMALL],
+                                  "--output", str(work / "out"), "--features_cache_dir", str(work / "cache"), *SMALL],
                    capsys, work, says)
 
 
@@ -219,7 +219,7 @@ def test_eval_refuses_a_malformed_dataset(kind, name, data, says, work, capsys):
 @pytest.mark.parametrize("kind, name, data, says", MALFORMED, ids=MALFORMED_IDS)
 def test_features_refuses_a_malformed_input(kind, name, data, says, work, koelectra_folder, capsys):
     bad = write_bad(work, name, data)
-    expect_refusal(features_main, [str(bad), "--model", str(koelectra_folder), "--cache_dir", str(work / "cache"),
+    expect_refusal(features_main, [str(bad), "--model", str(koelectra_folder), "--features_cache_dir", str(work / "cache"),
                                    "--dump", str(work / "out" / "w.jsonl"), *SMALL], capsys, work, says)
 
 
@@ -228,7 +228,7 @@ def test_train_refuses_a_malformed_train_file_and_leaves_output_dir_unmade(kind,
                                                                            capsys):
     bad = write_bad(work, name, data)
     expect_refusal(train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(work / "run"),
-                                "--train_file", str(bad), "--do_train", "--cache_dir", str(work / "cache"), *SMALL],
+                                "--train_file", str(bad), "--do_train", "--features_cache_dir", str(work / "cache"), *SMALL],
                    capsys, work, says)
 
 
@@ -264,7 +264,7 @@ BAD_ITEMS = [  # (id, the item's fields, the reason errors.jsonl gives)
 def test_predict_answers_the_good_items_and_lists_the_bad_one(fields, reason, work, tiny_model, capsys):
     (work / "mixed.jsonl").write_bytes(jsonl([GOOD_ROWS[0], {"id": "bad", **fields}, GOOD_ROWS[1]]))
     code, _, err = run_cli(predict_main, ["--model", str(tiny_model), "--input", str(work / "mixed.jsonl"),
-                                          "--output", str(work / "o"), "--cache_dir", str(work / "cache"), *SMALL],
+                                          "--output", str(work / "o"), "--features_cache_dir", str(work / "cache"), *SMALL],
                            capsys)
     assert code == 0, err
     assert set(json.loads((work / "o" / "mixed.predictions.json").read_text(encoding="utf-8"))) == {"g1", "g2"}
@@ -279,7 +279,7 @@ def test_train_leaves_out_items_no_model_can_answer_and_says_so(question, work, 
     (work / "mixed.jsonl").write_bytes(jsonl([GOOD_ROWS[0], bad, GOOD_ROWS[1]]))
     code, _, err = run_cli(train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(work / "run"),
                                         "--train_file", str(work / "mixed.jsonl"), "--do_train", "--max_steps", "1",
-                                        "--per_gpu_train_batch_size", "2", "--cache_dir", str(work / "cache"),
+                                        "--per_gpu_train_batch_size", "2", "--features_cache_dir", str(work / "cache"),
                                         *SMALL], capsys)
     assert code == 0, err
     assert "1 questions with an empty question or context not trained on" in flat(err)
@@ -310,7 +310,7 @@ def test_predict_answers_items_with_unpaired_surrogates_and_counts_them(place, w
     bad = write_bad(work, f"sur_{place}.jsonl", surrogate_input(place))
     before = snapshot(work)
     code, _, err = run_cli(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), str(bad),
-                                          "--output", str(work / "out"), "--cache_dir", str(work / "cache"), *SMALL],
+                                          "--output", str(work / "out"), "--features_cache_dir", str(work / "cache"), *SMALL],
                            capsys)
     assert code == 0, err
     assert "replaced by U+FFFD" in flat(err)
@@ -332,7 +332,7 @@ def test_eval_and_features_read_unpaired_surrogates(place, suffix, work, koelect
                                          "--model", str(koelectra_folder)], capsys)
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["total"] == 1
-    code, out, err = run_cli(features_main, [str(data), "--model", str(koelectra_folder), "--cache_dir",
+    code, out, err = run_cli(features_main, [str(data), "--model", str(koelectra_folder), "--features_cache_dir",
                                              str(work / "cache"), *SMALL], capsys)
     assert code == 0, err
     replaced = 2 if place == "answer" else 1   # an answer's surrogate is in its context too
@@ -454,14 +454,14 @@ def expect_fault(main, argv, capsys, work: Path, fault: str, target: Path, resum
 def test_predict_output_fault(fault, work, tiny_model, capsys, monkeypatch, request):
     target = fault_target(fault, work, monkeypatch, request)
     expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
-                                str(target), "--cache_dir", str(work / "cache"), *SMALL], capsys, work, fault, target)
+                                str(target), "--features_cache_dir", str(work / "cache"), *SMALL], capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_predict_cache_fault(fault, work, tiny_model, capsys, monkeypatch, request):
     target = fault_target(fault, work, monkeypatch, request)
     expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
-                                str(work / "out"), "--cache_dir", str(target), *SMALL], capsys, work, fault, target)
+                                str(work / "out"), "--features_cache_dir", str(target), *SMALL], capsys, work, fault, target)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -476,7 +476,7 @@ def test_eval_out_fault(fault, work, capsys, monkeypatch, request):
 @pytest.mark.parametrize("where", ["dump", "cache"])
 def test_features_fault(where, fault, work, koelectra_folder, capsys, monkeypatch, request):
     target = fault_target(fault, work, monkeypatch, request)
-    flags = ["--no_cache", "--dump", str(target / "w.jsonl")] if where == "dump" else ["--cache_dir", str(target)]
+    flags = ["--no_cache", "--dump", str(target / "w.jsonl")] if where == "dump" else ["--features_cache_dir", str(target)]
     expect_fault(features_main, [str(work / "good.jsonl"), "--model", str(koelectra_folder), *flags, *SMALL],
                  capsys, work, fault, target)
 
@@ -485,7 +485,7 @@ def test_features_fault(where, fault, work, koelectra_folder, capsys, monkeypatc
 def test_predict_logits_fault(fault, work, tiny_model, capsys, monkeypatch, request):
     target = fault_target(fault, work, monkeypatch, request)
     expect_fault(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"), "--output",
-                                str(target), "--save_logits", "--cache_dir", str(work / "cache"), *SMALL],
+                                str(target), "--save_logits", "--features_cache_dir", str(work / "cache"), *SMALL],
                  capsys, work, fault, target)
 
 
@@ -494,7 +494,7 @@ def test_train_output_dir_fault(fault, work, tiny_model, capsys, monkeypatch, re
     target = fault_target(fault, work, monkeypatch, request)
     expect_fault(train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(target), "--train_file",
                               str(work / "good.jsonl"), "--do_train", "--max_steps", "1",
-                              "--per_gpu_train_batch_size", "2", "--cache_dir", str(work / "cache"), *SMALL],
+                              "--per_gpu_train_batch_size", "2", "--features_cache_dir", str(work / "cache"), *SMALL],
                  capsys, work, fault, target)
 
 
@@ -640,11 +640,11 @@ PENDING_17 = pytest.mark.xfail(reason="issue 17: --max_seq_length vs max_positio
 def test_flag_values_are_refused_before_any_output(cli, flags, says, work, tiny_model, koelectra_folder, capsys):
     (work / "p.json").write_text("{}", encoding="utf-8")
     common = {
-        "predict": (predict_main, ["--model", str(tiny_model), "--cache_dir", str(work / "cache"), *SMALL]),
+        "predict": (predict_main, ["--model", str(tiny_model), "--features_cache_dir", str(work / "cache"), *SMALL]),
         "eval": (eval_main, []),
         "features": (features_main, ["--model", str(koelectra_folder), "--no_cache"]),
         "train": (train_main, ["--model_name_or_path", str(tiny_model), "--output_dir", str(work / "run"),
-                               "--train_file", str(work / "good.jsonl"), "--do_train", "--cache_dir",
+                               "--train_file", str(work / "good.jsonl"), "--do_train", "--features_cache_dir",
                                str(work / "cache"), *SMALL]),
     }
     main, first = common[cli]
@@ -696,7 +696,7 @@ def test_a_damaged_model_folder_is_refused_before_any_output(edit, says, work, t
     shutil.copytree(tiny_model, model)
     edit(model)
     expect_refusal(predict_main, ["--model", str(model), "--input", str(work / "good.jsonl"), "--output",
-                                  str(work / "out"), "--cache_dir", str(work / "cache")], capsys, work, says)
+                                  str(work / "out"), "--features_cache_dir", str(work / "cache")], capsys, work, says)
 
 
 def test_non_utf8_bytes_in_the_question_are_read_as_replacement_characters(tiny_model, capsys):
@@ -712,7 +712,7 @@ def test_predict_prints_each_inputs_read_summary(work, tiny_model, capsys):
                          "answers": [{"text": "음악", "answer_start": 0}]}]
     (work / "mixed.jsonl").write_bytes(jsonl(rows))
     code, _, err = run_cli(predict_main, ["--model", str(tiny_model), "--input", str(work / "mixed.jsonl"),
-                                          "--output", str(work / "o"), "--cache_dir", str(work / "cache"), *SMALL],
+                                          "--output", str(work / "o"), "--features_cache_dir", str(work / "cache"), *SMALL],
                            capsys)
     assert code == 0, err
     assert "read 3 questions from 1 file: 3 kept, 1 repaired" in flat(err)
@@ -741,7 +741,7 @@ def damage(store: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", DAMAGES)
 def test_a_damaged_cache_is_detected_and_rebuilt(how, work, koelectra_folder, capsys):
-    argv = [str(work / "good.jsonl"), "--model", str(koelectra_folder), "--cache_dir", str(work / "cache"), *SMALL]
+    argv = [str(work / "good.jsonl"), "--model", str(koelectra_folder), "--features_cache_dir", str(work / "cache"), *SMALL]
     code, first, err = run_cli(features_main, argv, capsys)
     assert code == 0, err
     (store,) = (work / "cache").glob("windows-*")
@@ -780,7 +780,7 @@ def plant_temps(folder: Path, name: str, as_folder: bool) -> tuple[Path, Path, P
 def test_temp_folders_of_dead_builds_are_removed_and_live_ones_kept(work, koelectra_folder, capsys):
     orphan, live, elsewhere = plant_temps(work / "cache", "windows-abc", as_folder=True)
     code, _, err = run_cli(features_main, [str(work / "good.jsonl"), "--model", str(koelectra_folder),
-                                           "--cache_dir", str(work / "cache"), *SMALL], capsys)
+                                           "--features_cache_dir", str(work / "cache"), *SMALL], capsys)
     assert code == 0, err
     assert not orphan.exists() and live.exists() and elsewhere.exists()
 
@@ -788,7 +788,7 @@ def test_temp_folders_of_dead_builds_are_removed_and_live_ones_kept(work, koelec
 def test_temp_files_of_a_killed_predict_are_removed_on_the_next_run(work, tiny_model, capsys):
     orphan, live, elsewhere = plant_temps(work / "o", "good.predictions.json", as_folder=False)
     code, _, err = run_cli(predict_main, ["--model", str(tiny_model), "--input", str(work / "good.jsonl"),
-                                          "--output", str(work / "o"), "--cache_dir", str(work / "cache"), *SMALL],
+                                          "--output", str(work / "o"), "--features_cache_dir", str(work / "cache"), *SMALL],
                            capsys)
     assert code == 0, err
     assert not orphan.exists() and live.exists() and elsewhere.exists()
@@ -825,7 +825,7 @@ def two_logits(tiny_model, tmp_path_factory) -> list[Path]:
     files = []
     for run in ("a", "b"):
         predict_main(["--model", str(tiny_model), "--input", str(root / "good.jsonl"), "--output",
-                      str(root / run), "--save_logits", "--cache_dir", str(root / "cache"), *SMALL])
+                      str(root / run), "--save_logits", "--features_cache_dir", str(root / "cache"), *SMALL])
         files.append(root / run / "good.logits.npz")
     return files
 

@@ -354,8 +354,9 @@ def test_window_config_rejects_settings_that_skip_tokens():
 
 def test_cli_prints_counts_and_dumps_windows_in_order(korquad_train_subset, koelectra_folder, hf, tmp_path, capsys):
     dump = tmp_path / "windows.jsonl"
-    inspect_windows.main([str(korquad_train_subset), "--model", str(koelectra_folder), "--cache_dir", str(tmp_path),
-                   "--max_seq_length", "128", "--doc_stride", "32", "--dump", str(dump)])
+    inspect_windows.main([str(korquad_train_subset), "--model", str(koelectra_folder),
+                          "--features_cache_dir", str(tmp_path), "--max_seq_length", "128", "--doc_stride", "32",
+                          "--dump", str(dump)])
     out = capsys.readouterr().out
     examples, _ = read_examples(korquad_train_subset)
     legacy = legacy_features(examples, hf, WindowConfig(128, 32, 64), labels=True)

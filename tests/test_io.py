@@ -74,3 +74,42 @@ def test_replacing_a_folder_leaves_the_old_or_the_new_one(tmp_path, monkeypatch,
         write_folder(tmp, NEW)
     assert contents(target) == NEW
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]   # nothing left beside it
+
+
+# -- file modes: a teammate on the same server can read what a run saved
+
+
+@pytest.fixture(params=[0o022, 0o002, 0o077], ids=["umask022", "umask002", "umask077"])
+def umask(request):
+    before = os.umask(request.param)
+    yield request.param
+    os.umask(before)
+
+
+def test_saved_model_files_get_the_modes_the_umask_gives(umask, tmp_path):
+    import torch
+    from mrc.checkpoint import save_model
+    from mrc.model import ElectraForQA, ModelConfig
+
+    cfg = ModelConfig(vocab_size=64, hidden_size=8, embedding_size=8, num_hidden_layers=1, num_attention_heads=1,
+                      intermediate_size=16, max_position_embeddings=16)
+    vocab = write_folder(tmp_path / "vocab", {"vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\n"})
+    os.chmod(vocab / "vocab.txt", 0o400)  # a read-only source file must not make a private copy
+    folder = tmp_path / "model"
+    save_model(ElectraForQA(cfg), cfg, folder, vocab,
+               extra_writer=lambda tmp: torch.save({"step": torch.tensor(1)}, tmp / "optimizer.pt"))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert set(modes) == {"model.safetensors", "config.json", "vocab.txt", "optimizer.pt"}
+    assert modes == {name: 0o666 & ~umask for name in modes}
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_atomic_file_writes_get_the_modes_the_umask_gives(umask, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    io.atomic_write_text(tmp_path / "a.json", "{}")
+    with io.atomic_path(tmp_path / "b.safetensors") as tmp:
+        save_file({"x": torch.zeros(2)}, str(tmp))  # replaces the temp file with its own 0600 one
+    for name in ("a.json", "b.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

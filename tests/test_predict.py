@@ -74,7 +74,7 @@ def batch_run(tiny_model, korquad_train_subset, mixed_items, tmp_path_factory):
     capture.setattr(sys, "stderr", printed)
     try:
         cli.main(["--model", str(tiny_model), "--input", str(korquad_train_subset), str(mixed_items),
-                  "--output", str(out), "--cache_dir", str(out.parent / "cache")])
+                  "--output", str(out), "--features_cache_dir", str(out.parent / "cache")])
     finally:
         capture.undo()
     return out, printed.getvalue()
@@ -157,7 +157,7 @@ def test_a_run_that_fails_midway_leaves_the_previous_outputs_whole(tiny_model, k
 
 def test_two_torchrun_processes_write_the_same_files_as_one(tiny_model, korquad_train_subset, tmp_path):
     settings = ["--model", str(tiny_model), "--input", str(korquad_train_subset), "--batch_size", "8",
-                *SMALL_WINDOWS, "--cache_dir", str(tmp_path / "cache")]
+                *SMALL_WINDOWS, "--features_cache_dir", str(tmp_path / "cache")]
     cli.main([*settings, "--output", str(tmp_path / "one")])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -171,7 +171,7 @@ def test_two_torchrun_processes_write_the_same_files_as_one(tiny_model, korquad_
 def test_predictions_from_a_saved_checkpoint_equal_those_train_py_evaluation_wrote(tiny_model, korquad_train_subset,
                                                                                    tmp_path, capsys):
     trained = tmp_path / "trained"
-    settings = [*SMALL_WINDOWS, "--cache_dir", str(tmp_path / "cache")]
+    settings = [*SMALL_WINDOWS, "--features_cache_dir", str(tmp_path / "cache")]
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "--model_name_or_path", str(tiny_model),
                            "--output_dir", str(trained), "--train_file", str(korquad_train_subset),
                            "--predict_file", str(korquad_train_subset), "--do_train", "--do_eval", "--max_steps", "3",
@@ -181,7 +181,7 @@ def test_predictions_from_a_saved_checkpoint_equal_those_train_py_evaluation_wro
     assert done.returncode == 0, done.stderr[-3000:]
     # No window flags: predict.py takes the model's own (training_args.json), not the 512/128/64 defaults.
     cli.main(["--model", str(trained), "--input", str(korquad_train_subset), "--output", str(tmp_path / "out"),
-              "--batch_size", "8", "--cache_dir", str(tmp_path / "cache"), "--doc_stride", "48"])
+              "--batch_size", "8", "--features_cache_dir", str(tmp_path / "cache"), "--doc_stride", "48"])
     printed = capsys.readouterr().err
     assert re.search(r"max_seq_length[\s│]+128[\s│]+training_args.json", printed)
     assert re.search(r"doc_stride[\s│]+48[\s│]+flag", printed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def train_args(model: Path, out: Path, train_file: Path, cache: Path, *extra: st
     return ["--model_type", "electra", "--model_name_or_path", str(model), "--output_dir", str(out),
             "--data_dir", str(train_file.parent), "--train_file", train_file.name, "--do_train",
             "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32", "--seed", "7",
-            "--cache_dir", str(cache), *extra]
+            "--features_cache_dir", str(cache), *extra]
 
 
 def run_train_py(args: list[str], *, prefix: list[str] | None = None,
@@ -193,6 +194,29 @@ def test_two_process_ddp_matches_one_process(reference_run, tiny_model, korquad_
     assert np.allclose(logged_losses(out), logged_losses(reference_run), rtol=0, atol=1e-5)  # mean over ranks
 
 
+def test_two_nodes_over_loopback_match_one_process(reference_run, tiny_model, korquad_train_subset, cache_dir,
+                                                   tmp_path):
+    """`torchrun --nnodes 2 --node_rank R --rdzv_backend c10d` as on two machines: two agents, one process each."""
+    out = tmp_path / "nodes"
+    port = free_port()
+    args = train_args(tiny_model, out, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size", "2", *EQUIVALENCE)
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node",
+         "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mrc-test",
+         "--local_addr", "127.0.0.1", str(REPO / "train.py"), *args],
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    try:
+        finished = [node.communicate(timeout=180) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], finished
+    logs = "".join(err for _, err in finished)
+    assert "2 process(es) on cpu" in logs and "= 4 windows per step" in logs
+    assert max_difference(weights(out), weights(reference_run)) <= 1e-5
+    assert np.allclose(logged_losses(out), logged_losses(reference_run), rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Resume, interruption, faults
 
@@ -201,8 +225,8 @@ KILL_AFTER_SAVE = """
 import os, runpy, signal, sys
 import mrc.train as train
 save = train.save_checkpoint
-def save_then_die(trainer, progress, ctx, folder):
-    save(trainer, progress, ctx, folder)
+def save_then_die(trainer, progress, ctx, folder, **kwargs):
+    save(trainer, progress, ctx, folder, **kwargs)
     if progress.step == {step}:
         os.kill(os.getpid(), signal.SIGKILL)
 train.save_checkpoint = save_then_die
@@ -240,6 +264,77 @@ def test_resume_after_sigkill_is_bit_identical(tiny_model_dropout, korquad_train
     logged = [(e["step"], e["loss"]) for e in metrics(resumed)]  # each step logged once, across both runs
     assert logged == [(e["step"], e["loss"]) for e in metrics(straight)]
     assert [step for step, _ in logged] == [2, 4, 6, 8, 10, 12]
+
+
+def test_a_run_that_fails_before_its_first_step_can_be_retried_with_the_same_command(
+        tiny_model, korquad_train_subset, cache_dir, tmp_path, monkeypatch, capsys):
+    """A failed start (here the first step fails, as an out-of-memory would) must not block the retry."""
+    import mrc.train as train
+
+    out = tmp_path / "out"
+    args = train_args(tiny_model, out, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size", "4",
+                      "--max_steps", "1", "--max_train_samples", "6")
+
+    def fail(*a, **k):
+        raise MRCError("the first step failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "train_step", fail)
+        with pytest.raises(SystemExit):
+            cli().main(args)
+    assert sorted(p.name for p in out.iterdir()) == ["training_args.json"]
+    cli().main(args)
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("into", ["its own output_dir", "a new output_dir"])
+def test_resume_from_checkpoint_continues_that_step_exactly(into, tiny_model_dropout, korquad_train_subset,
+                                                            cache_dir, tmp_path, one_thread, capsys):
+    """The seed's idiom (continue from a checkpoint folder) as --resume_from_checkpoint, from any checkpoint."""
+    common = ["--per_gpu_train_batch_size", "4", "--learning_rate", "1e-3", "--max_steps", "6", "--logging_steps", "2",
+              "--save_steps", "2", "--max_train_samples", "6"]
+    straight = tmp_path / "straight"
+    cli().main(train_args(tiny_model_dropout, straight, korquad_train_subset, cache_dir, *common))
+    expected = weights(straight)
+    out = straight if into == "its own output_dir" else tmp_path / "continued"
+    capsys.readouterr()
+    cli().main(train_args(tiny_model_dropout, out, korquad_train_subset, cache_dir, *common,
+                          "--resume_from_checkpoint", str(straight / "checkpoint-2")))
+    assert f"resumed from {straight / 'checkpoint-2'} at step 2" in capsys.readouterr().err
+    assert max_difference(weights(out), expected) == 0
+    # Its own metrics.jsonl keeps the steps up to the checkpoint and logs the rest once; a new folder logs what it ran.
+    assert [e["step"] for e in metrics(out)] == ([2, 4, 6] if out == straight else [4, 6])
+
+
+def test_a_checkpoint_given_as_the_model_starts_a_new_run_and_says_how_to_continue(
+        tiny_model, korquad_train_subset, cache_dir, tmp_path, one_thread, capsys):
+    run = tmp_path / "run"
+    cli().main(train_args(tiny_model, run, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size", "4",
+                          "--max_steps", "2", "--save_steps", "2", "--max_train_samples", "6"))
+    capsys.readouterr()
+    fresh = tmp_path / "fresh"
+    cli().main(train_args(run / "checkpoint-2", fresh, korquad_train_subset, cache_dir, "--per_gpu_train_batch_size",
+                          "4", "--max_steps", "1", "--logging_steps", "1", "--max_train_samples", "6"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is a training checkpoint (step 2): this starts a new run from its weights at step 0" in err
+    assert f"--resume_from_checkpoint {run / 'checkpoint-2'}" in err
+    assert [e["step"] for e in metrics(fresh)] == [1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--resume_from_checkpoint", "nowhere"], "--resume_from_checkpoint nowhere: no such folder"),
+    (["--resume_from_checkpoint", "{model}"], "not a complete training checkpoint .*optimizer.pt"),
+    (["--resume_from_checkpoint", "{model}", "--resume"], "without --resume"),
+])
+def test_resume_from_checkpoint_refuses_what_it_cannot_continue(extra, message, tiny_model, korquad_train_subset,
+                                                                cache_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        cli().main(train_args(tiny_model, out, korquad_train_subset, cache_dir,
+                              *[a.format(model=tiny_model) for a in extra]))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and re.search(message, " ".join(err.split())) and "Traceback" not in err
+    assert not out.exists()
 
 
 INTERRUPT_AT_STEP = """
@@ -422,7 +517,7 @@ def test_non_empty_output_dir_is_refused(tiny_model, korquad_train_subset, cache
 def test_unanswerable_questions_train_toward_cls_only_with_v2(v2, tiny_model, klue_train, cache_dir, tmp_path):
     cfg = cli().parse_args(["--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path), "--do_train",
                             "--train_file", str(klue_train), "--max_seq_length", "128", "--doc_stride", "48",
-                            "--cache_dir", str(cache_dir)] + (["--version_2_with_negative"] if v2 else []))
+                            "--features_cache_dir", str(cache_dir)] + (["--version_2_with_negative"] if v2 else []))
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     report = Reporter(ctx)
     examples, file_of = read_train_examples(cfg.train_files, report, with_unanswerable=v2, max_samples=None,

@@ -139,7 +139,8 @@ def train_config(cfg: DemoConfig, size: DemoSize, files: dict[str, Path]):
     """The TrainConfig `train.py` would build from the flags printed in the summary."""
     return from_flat(TrainConfig, dict(
         model_name_or_path=str(files["model_init"]), output_dir=str(cfg.out / "model"),
-        train_file=[str(files["train"])], predict_file=str(files["dev"]), cache_dir=str(cfg.out / "cache"),
+        train_file=[str(files["train"])], predict_file=str(files["dev"]),
+        features_cache_dir=str(cfg.out / "cache"),
         do_train=True, do_eval=True, max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE,
         max_query_length=MAX_QUERY_LENGTH, max_answer_length=MAX_ANSWER_LENGTH,
         per_gpu_train_batch_size=size.batch_size, per_gpu_eval_batch_size=128, learning_rate=size.learning_rate,
@@ -151,7 +152,7 @@ def predict_config(cfg: DemoConfig, files: dict[str, Path]):
     return from_flat(PredictConfig, dict(
         model=cfg.out / "model", input=[files["sample"]], output=cfg.out / "predictions",
         max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE, max_query_length=MAX_QUERY_LENGTH,
-        max_answer_length=MAX_ANSWER_LENGTH, cache_dir=cfg.out / "cache", overwrite=True))
+        max_answer_length=MAX_ANSWER_LENGTH, features_cache_dir=cfg.out / "cache", overwrite=True))
 
 
 def eval_config(cfg: DemoConfig, files: dict[str, Path]):
