@@ -5,10 +5,13 @@ Read: `config.json` + `model.safetensors`, a sharded `model.safetensors.index.js
 sharded `pytorch_model.bin.index.json`. An ELECTRA discriminator checkpoint (ElectraForPreTraining)
 or a bare encoder gives the encoder and a freshly initialised QA head.
 Write: an HF-compatible folder that `transformers.AutoModelForQuestionAnswering` loads as is.
+Loading for a `--max_seq_length` beyond the checkpoint's positions extends the learned position
+table first (`mrc.positions`); the folder saved afterwards is an ordinary one of the new length.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -23,6 +26,7 @@ from safetensors.torch import save_file as save_safetensors
 from mrc.errors import MRCError
 from mrc.io import atomic_dir, finish_replace_files, read_json_object
 from mrc.model import ElectraForQA, ModelConfig
+from mrc.positions import check_window_fits, extend_table
 from mrc.tokenizer import load_tokenizer
 
 # Our parameter name -> the HF names it is made of, in order (concatenated along dim 0 on load,
@@ -201,6 +205,19 @@ def check_shapes(model: ElectraForQA, state: dict[str, torch.Tensor], source: Pa
                            f"{list(expected[name].shape)}; config.json and the weights do not match")
 
 
+def extend_state_positions(state: dict[str, torch.Tensor], cfg: ModelConfig, length: int, method: str,
+                           source: Path) -> ModelConfig:
+    """Grow `state`'s position table (in place) to `length` rows by `method`; the config that fits it."""
+    name = "embeddings.position.weight"
+    table = state[name]                                                          # [P, E]
+    if table.shape[0] != cfg.max_position_embeddings:
+        raise MRCError(f"{source}: weight for {name} has {table.shape[0]} rows but config.json says "
+                       f"max_position_embeddings {cfg.max_position_embeddings}; config.json and the weights "
+                       "do not match")
+    state[name] = extend_table(table, length, method)                            # [length, E]
+    return dataclasses.replace(cfg, max_position_embeddings=length)
+
+
 def stderr_line(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -215,21 +232,34 @@ def check_vocab_fits(folder: Path, cfg: ModelConfig) -> None:
                        f"{tokens:,} tokens; the config and vocab.txt / tokenizer.json belong to different models")
 
 
-def load_model(folder: str | Path, *,
-               report: Callable[[str], None] | None = stderr_line) -> tuple[ElectraForQA, ModelConfig]:
+def load_model(folder: str | Path, *, report: Callable[[str], None] | None = stderr_line,
+               max_seq_length: int | None = None, extend_positions: str | None = None
+               ) -> tuple[ElectraForQA, ModelConfig]:
     """Load an HF ELECTRA/BERT folder as (ElectraForQA on CPU, float32, its config).
 
     Weights missing from the checkpoint may only be the QA head, which then keeps the fresh
     normal(0, initializer_range) initialisation; `report` gets one line naming missing and
     unexpected weights (pass None to stay silent, e.g. on non-main ranks). A final model whose
     replacement a crash interrupted (`mrc.io.replace_files`) is completed first.
+
+    With `max_seq_length` longer than the folder's max_position_embeddings, `extend_positions`
+    (copy or interpolate, `mrc.positions`) grows the learned position table to `max_seq_length`
+    rows and the returned config says so; without it that is an MRCError naming the flag.
     """
     path = resolve_model_folder(folder)
     finish_replace_files(path)
     cfg = read_model_config(path)
     check_vocab_fits(path, cfg)
+    extend = max_seq_length is not None and check_window_fits(
+        max_seq_length, cfg.max_position_embeddings, extend_positions, where=str(path))
     hf_state, source = read_hf_weights(path)
     state, missing, unexpected = hf_to_ours(hf_state, cfg, source)
+    if extend:
+        positions = cfg.max_position_embeddings
+        cfg = extend_state_positions(state, cfg, max_seq_length, extend_positions, source)
+        if report is not None:
+            report(f"{source}: position table extended from {positions} to {max_seq_length} rows "
+                   f"(--extend_positions {extend_positions})")
     model = ElectraForQA(cfg)
     check_shapes(model, state, source)
     model.load_state_dict(state, strict=False)

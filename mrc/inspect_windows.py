@@ -1,8 +1,8 @@
 """`python -m mrc.features DATA... --model FOLDER`: build (or reuse) the window store and show what it holds.
 
-Prints the read summary and the counts of questions, windows, tokens, the padding saved and the
-store's size against padded int64 tensors; `--dump FILE.jsonl` writes every window's ids (an
-existing FILE only with `--overwrite`, an input never).
+Prints the read summary and the counts of questions (and how many fit one window), windows,
+tokens, the padding saved and the store's size against padded int64 tensors; `--dump FILE.jsonl`
+writes every window's ids (an existing FILE only with `--overwrite`, an input never).
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ class InspectConfig:
 
 
 def inspect_counts(store: WindowStore) -> dict[str, int]:
-    """Questions, windows, windows without the answer, tokens and padding saved versus max_seq_length."""
+    """Questions (and how many of them sit in one window, their whole paragraph read at once), windows,
+    windows without the answer, tokens and padding saved versus max_seq_length."""
     lengths = store.sequence_lengths().astype(np.int64)
     padded = len(store) * store.config.max_seq_length
-    counts = {"questions": store.num_examples, "paragraphs": store.num_paragraphs, "windows": len(store),
+    per_question = np.bincount(np.asarray(store.windows.example_index), minlength=store.num_examples)  # [E]
+    counts = {"questions": store.num_examples, "questions_in_one_window": int((per_question == 1).sum()),
+              "paragraphs": store.num_paragraphs, "windows": len(store),
               "tokens": int(lengths.sum()), "padding_to_max_seq_length": int(padded - lengths.sum())}
     if store.has_labels:
         counts["windows_without_answer"] = int((np.asarray(store.windows.start_position) == 0).sum())
@@ -83,6 +86,8 @@ def _print_counts(store: WindowStore, counts: dict[str, int]) -> None:
     table.add_column("")
     padded = counts["tokens"] + counts["padding_to_max_seq_length"]
     notes = {
+        "questions_in_one_window": f"{counts['questions_in_one_window'] / max(counts['questions'], 1):.1%} of "
+                                   f"questions: the whole paragraph fits one --max_seq_length window",
         "padding_to_max_seq_length": f"saved: {counts['padding_to_max_seq_length'] / max(padded, 1):.1%} of "
                                      f"{padded:,} positions padded to --max_seq_length",
         "windows_without_answer": f"{counts.get('windows_without_answer', 0) / max(counts['windows'], 1):.1%} of windows",

@@ -28,7 +28,7 @@ from rich.table import Table
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import load_model
+from mrc.checkpoint import load_model, read_model_config
 from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import Example, ReadStats, item_problem, read_examples
 from mrc.decode import DecodeConfig, Prediction
@@ -118,10 +118,23 @@ class PredictConfig:
 
 
 def settings_from_model(cfg: PredictConfig, given: frozenset[str]) -> tuple[PredictConfig, dict[str, str]]:
-    """Window and decode settings the flags do not give, from the model folder's training_args.json."""
+    """Window and decode settings the flags do not give, from the model folder's training_args.json
+    (a model train.py extended to longer windows predicts at the length it was trained at)."""
     saved_path = cfg.model / TRAINING_ARGS
     saved = read_json_object(saved_path) if saved_path.is_file() else {}
     return overlay_saved(cfg, ("window", "decode"), saved, given, TRAINING_ARGS)
+
+
+def check_positions(cfg: PredictConfig, sources: dict[str, str] | None) -> None:
+    """Windows no longer than the model's position table (config.json), refused before any input is read
+    (after the check that outputs are free, which needs no model)."""
+    positions = read_model_config(cfg.model).max_position_embeddings
+    if cfg.window.max_seq_length > positions:
+        source = (sources or {}).get("max_seq_length", "flag")
+        said = {"flag": "", "default": " (the default)"}.get(source, f" (from {source})")
+        raise MRCError(f"--max_seq_length {cfg.window.max_seq_length}{said} is longer than the {positions} positions "
+                       f"of {cfg.model} (max_position_embeddings in its config.json); predict with --max_seq_length "
+                       f"{positions} or less, or fine-tune a longer model with train.py --extend_positions")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,10 +361,12 @@ def read_inputs(paths: list[Path], report: Reporter) -> list[tuple[list[Example]
     return inputs
 
 
-def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> list[FileResult]:
+def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter,
+              sources: dict[str, str] | None = None) -> list[FileResult]:
     plans = plan_outputs(cfg)
     errors_path = cfg.output / ERRORS_FILE
     check_outputs_free(plans, errors_path, cfg.overwrite)
+    check_positions(cfg, sources)
     inputs = read_inputs(cfg.input, report)  # before any model work and before any output
     model = load_for_inference(cfg, ctx, report)
     results = [predict_file(plan, examples, stats, model, cfg, ctx, report)
@@ -369,12 +384,14 @@ def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> li
 # Debug mode
 
 
-def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> Prediction | None:
+def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter,
+              sources: dict[str, str] | None = None) -> Prediction | None:
     """One question: print the answer, its score and the n-best; returns the Prediction (rank 0)."""
     example = Example(id="question", question=cfg.question, context=cfg.context, answers=())
     problem = item_problem(example)
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
+    check_positions(cfg, sources)
     model = load_for_inference(cfg, ctx, report)
     store = build_store_on_ranks([example], cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.features_cache_dir,
                                  use_cache=False)
@@ -439,7 +456,7 @@ def run(cfg: PredictConfig, given: frozenset[str] | None = None) -> PredictRun:
             report.say(f"[yellow]{replaced} characters of --question/--context are not valid UTF-8; each is "
                        f"read as U+FFFD[/]")
         if cfg.debug:
-            return PredictRun([], run_debug(cfg, ctx, report))
-        return PredictRun(run_files(cfg, ctx, report))
+            return PredictRun([], run_debug(cfg, ctx, report, sources))
+        return PredictRun(run_files(cfg, ctx, report, sources))
     finally:
         dist.destroy(ctx)

@@ -24,7 +24,7 @@ from torch import nn
 
 from mrc import dist, tensorboard
 from mrc.batching import collate
-from mrc.checkpoint import load_model
+from mrc.checkpoint import load_model, read_model_config
 from mrc.config import field, print_config, section, to_argv, to_dict
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
@@ -35,6 +35,7 @@ from mrc.store import WindowConfig
 from mrc.loss import qa_loss
 from mrc.model_card import CardInfo, DatasetRef, hub_id_of, license_of, reproduce_command, write_card
 from mrc.optim import build_optimizer, linear_warmup_decay
+from mrc.positions import EXTEND_METHODS, check_window_fits
 from mrc.precision import PrecisionConfig
 from mrc.reporting import Reporter
 from mrc.report import write_report
@@ -68,6 +69,10 @@ class TrainConfig:
                                  "resolved commit is printed and saved in training_args.json as model_commit")
     features_cache_dir: str | None = field(None, "window store cache folder (default $MRC_CACHE, else ./.cache/mrc)")
     window: WindowConfig = section(WindowConfig)
+    extend_positions: str | None = field(None, "when --max_seq_length is longer than the model's "
+                                         "max_position_embeddings: grow the learned position table to it by copy "
+                                         "(tile the rows, Longformer) or interpolate (resample them linearly); "
+                                         "docs/model.md", choices=EXTEND_METHODS)
     do_train: bool = field(False, "train on --train_file")
     do_eval: bool = field(False, "evaluate on --predict_file at the end (official KorQuAD v1.0 EM/F1)")
     evaluate_during_training: bool = field(False, "also evaluate every --logging_steps optimizer steps")
@@ -226,9 +231,15 @@ def collate_to_device(store, rows: np.ndarray, device: torch.device) -> dict[str
     return batch
 
 
+def load_for_training(cfg: TrainConfig, model_folder: Path, ctx: dist.DistContext, report: Reporter):
+    """The model of `model_folder`, its position table grown to --max_seq_length under --extend_positions."""
+    return load_model(model_folder, report=report.say if ctx.is_main else None,
+                      max_seq_length=cfg.window.max_seq_length, extend_positions=cfg.extend_positions)
+
+
 def build_trainer(cfg: TrainConfig, model_folder: Path, schedule: Schedule, ctx: dist.DistContext,
                   report: Reporter, model_commit: str | None = None) -> Trainer:
-    model, model_cfg = load_model(model_folder, report=report.say if ctx.is_main else None)
+    model, model_cfg = load_for_training(cfg, model_folder, ctx, report)
     model = dist.wrap_model(model.to(ctx.device).train(), ctx)
     optimizer = build_optimizer(dist.unwrap_model(model), learning_rate=cfg.learning_rate,
                                 weight_decay=cfg.weight_decay, adam_epsilon=cfg.adam_epsilon, device=ctx.device)
@@ -404,6 +415,9 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         report.say(f"[yellow]{model_folder} is a training checkpoint (step {read_progress(model_folder).step:,}): "
                    "this starts a new run from its weights at step 0, with a fresh optimizer and schedule. To "
                    f"continue that run instead, pass --resume_from_checkpoint {model_folder}[/]")
+    start_folder = resume_from or model_folder  # a resumed checkpoint already has the extended table
+    check_window_fits(cfg.window.max_seq_length, read_model_config(start_folder).max_position_embeddings,
+                      cfg.extend_positions, where=str(start_folder))
     train_examples = (read_train_examples(cfg.train_files, report, with_unanswerable=cfg.decode.version_2_with_negative,
                                           max_samples=cfg.max_train_samples, verbose=cfg.verbose_logging)
                       if cfg.do_train else None)
@@ -417,7 +431,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
                    if ctx.is_main else None)
         evaluator = Evaluator(eval_set, cfg.inference(), out, ctx, report, results)
     if not cfg.do_train:
-        model, _ = load_model(model_folder, report=report.say if ctx.is_main else None)
+        model, _ = load_for_training(cfg, model_folder, ctx, report)
         model = model.to(ctx.device)
         if cfg.eval_all_checkpoints:
             evaluator.all_checkpoints(("eval", model))

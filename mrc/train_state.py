@@ -234,7 +234,8 @@ TRAJECTORY_NEUTRAL = frozenset({
     "max_answer_length", "null_score_diff_threshold", "verbose_logging", "local_rank", "threads", "dist_timeout",
     "do_lower_case", "overwrite_cache", "model_name_or_path", "cache_dir", "data_dir", "train_file",
     "save_total_limit", "load_best_model_at_end", "save_only_model", "report_to",
-    "revision", "model_commit", "features_cache_dir"})
+    "revision", "model_commit", "features_cache_dir",
+    "extend_positions"})  # a checkpoint already holds the extended table; the flag only acts on a fresh start
 
 
 def diff_args(saved_path: Path, now: dict[str, Any]) -> list[str]:

@@ -625,18 +625,16 @@ FLAG_CASES = [  # (id, CLI, flags after the common ones, words of the error line
 ]
 
 
-# Windows longer than the model's position table: issue 17 adds the early check (mrc/positions.py).
+# Windows longer than the model's position table (issue 17's check, mrc/positions.py), before any output.
 LONGER_THAN_POSITIONS = [
     ("predict_max_seq_length_above_positions", "predict", ["--input", "{good}", "--output", "{work}/o3",
                                                            "--max_seq_length", "1024"], "max_position_embeddings"),
     ("train_max_seq_length_above_positions", "train", ["--max_seq_length", "1024"], "max_position_embeddings"),
 ]
-PENDING_17 = pytest.mark.xfail(reason="issue 17: --max_seq_length vs max_position_embeddings checked early",
-                               strict=False)
 
 
-@pytest.mark.parametrize("cli, flags, says", [pytest.param(*c[1:], id=c[0]) for c in FLAG_CASES]
-                         + [pytest.param(*c[1:], id=c[0], marks=PENDING_17) for c in LONGER_THAN_POSITIONS])
+@pytest.mark.parametrize("cli, flags, says", [pytest.param(*c[1:], id=c[0])
+                                              for c in FLAG_CASES + LONGER_THAN_POSITIONS])
 def test_flag_values_are_refused_before_any_output(cli, flags, says, work, tiny_model, koelectra_folder, capsys):
     (work / "p.json").write_text("{}", encoding="utf-8")
     common = {
