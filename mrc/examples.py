@@ -63,6 +63,7 @@ class ReadStats:
     skipped: int = 0  # questions dropped (the reasons are in skipped_by)
     unanswerable: int = 0  # kept questions marked is_impossible (or with an empty answer list)
     unlabelled: int = 0  # kept questions without an `answers` field (usable for prediction only)
+    replaced: int = 0  # unpaired surrogates (not valid Unicode) replaced by U+FFFD, offsets kept
     skipped_where: list[str] = field(default_factory=list)  # "file: path: reason" per skipped question
     skipped_by: dict[str, int] = field(default_factory=dict)  # reason (SKIP_REASONS) -> questions dropped
     formats: list[str] = field(default_factory=list)  # the format each file was read as, in file order
@@ -86,7 +87,9 @@ class ReadStats:
         """One line, e.g. `read 5,774 questions from 1 file: 5,774 kept, 0 repaired, 0 skipped, ...`."""
         files = f"{self.files:,} file" + ("s" if self.files != 1 else "")
         return (f"read {self.questions:,} questions from {files}: {self.kept:,} kept, {self.repaired:,} repaired, "
-                f"{self.skipped_text()}, {self.unanswerable:,} unanswerable, {self.unlabelled:,} unlabelled")
+                f"{self.skipped_text()}, {self.unanswerable:,} unanswerable, {self.unlabelled:,} unlabelled"
+                + (f", {self.replaced:,} invalid characters (unpaired surrogates) replaced by U+FFFD"
+                   if self.replaced else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -136,6 +139,8 @@ def get_field(obj: dict, key: str, kind: type | tuple[type, ...], loc: Loc, *, r
               default: Any = None) -> Any:
     """obj[key] checked against `kind`; a missing required key or a wrong type names the path."""
     if key not in obj or obj[key] is None:
+        if required and key in obj:
+            raise (loc / key).error("is null; every entry here needs a value")
         if required:
             raise loc.error(f"missing {key!r}; every entry here needs one")
         return default
@@ -155,8 +160,20 @@ def _article(names: str) -> str:
 
 def short(value: Any) -> str:
     """A JSON value cut to 40 characters, for messages."""
-    s = json.dumps(value, ensure_ascii=False)
+    try:
+        s = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested too deeply to print
+        return f"(a deeply nested {type(value).__name__})"
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+def item_problem(example: Example) -> str | None:
+    """Why no model can answer this item (predict sends it to errors.jsonl, training leaves it out), or None."""
+    if not example.question.strip():
+        return "empty question"
+    if not example.context.strip():
+        return "empty context"
+    return None
 
 
 def place_answer(text: str, start: int, context: str) -> int | None:

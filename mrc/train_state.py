@@ -30,7 +30,7 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import save_model
 from mrc.errors import MRCError
-from mrc.io import atomic_write_text, finish_replace_files, replace_files
+from mrc.io import atomic_write_text, check_folder_path, finish_replace_files, replace_files
 from mrc.model import ModelConfig
 from mrc.model_card import CardInfo, write_card
 from mrc.reporting import Reporter
@@ -186,6 +186,7 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool, checkpoint: Pa
     (a run stopped early) starts fresh. With --resume_from_checkpoint, that checkpoint; the
     output_dir may be the run's own folder (usually its parent), else it must be unused.
     """
+    check_folder_path(out, "--output_dir")
     finish_replace_files(out)
     if checkpoint is not None:
         check_checkpoint(checkpoint)
