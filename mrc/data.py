@@ -16,8 +16,8 @@ from typing import Any, Iterator, Sequence
 
 from mrc.data_aihub import AIHUB_FORMATS, nested_format, read_aihub
 from mrc.errors import MRCError
-from mrc.examples import (NOT_IN_CONTEXT, Answer, Example, Loc, ReadStats, get_field, item_problem, place_answer,
-                          short)
+from mrc.examples import (NOT_IN_CONTEXT, Answer, Example, Loc, ReadStats, get_field, item_problem,
+                          paragraph_questions, place_answer, short)
 from mrc.text import JSONTextError, parse_json
 
 FORMATS = ("auto", "squad", "klue", "jsonl") + AIHUB_FORMATS
@@ -113,19 +113,11 @@ def _read_nested(path: Path, root: Any, stats: ReadStats, id_key: str | None) ->
         if not isinstance(article, dict):
             raise aloc.error("each article must be an object with 'paragraphs'")
         title = str(get_field(article, "title", (str, int), aloc, required=False, default=""))
-        for pi, para in enumerate(get_field(article, "paragraphs", list, aloc)):
-            ploc = aloc / "paragraphs" / pi
-            if not isinstance(para, dict):
-                raise ploc.error("each paragraph must be an object with 'context' and 'qas'")
-            context = get_field(para, "context", str, ploc)
-            qas_loc = ploc / "qas"
-            for qi, qa in enumerate(get_field(para, "qas", list, ploc)):
-                qloc = qas_loc / qi
-                if not isinstance(qa, dict):
-                    raise qloc.error("each question must be an object with 'id', 'question' and 'answers'")
-                ex = _parse_question(qa, context, title, source, qloc, stats, id_key)
-                if ex is not None:
-                    yield ex, qloc
+        paragraphs = enumerate(get_field(article, "paragraphs", list, aloc))
+        for context, qloc, qa in paragraph_questions((aloc / "paragraphs" / pi, p) for pi, p in paragraphs):
+            ex = _parse_question(qa, context, title, source, qloc, stats, id_key)
+            if ex is not None:
+                yield ex, qloc
 
 
 def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Example, Loc]]:

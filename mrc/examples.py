@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from mrc.errors import MRCError
 
@@ -165,6 +165,22 @@ def short(value: Any) -> str:
     except (RecursionError, ValueError):  # nested too deeply to print
         return f"(a deeply nested {type(value).__name__})"
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+def paragraph_questions(paragraphs: Iterable[tuple[Loc, Any]], *, paragraph: str = "paragraph",
+                        question: str = "'id', 'question' and 'answers'") -> Iterator[tuple[str, Loc, dict]]:
+    """(context, location, question object) of every question in `paragraphs` ((location, paragraph) pairs
+    of `{"context", "qas": [...]}`), checking each shape; `paragraph` and `question` name them in errors."""
+    for ploc, para in paragraphs:
+        if not isinstance(para, dict):
+            raise ploc.error(f"each {paragraph} must be an object with 'context' and 'qas'")
+        context = get_field(para, "context", str, ploc)
+        qas_loc = ploc / "qas"
+        for qi, qa in enumerate(get_field(para, "qas", list, ploc)):
+            qloc = qas_loc / qi
+            if not isinstance(qa, dict):
+                raise qloc.error(f"each question must be an object with {question}")
+            yield context, qloc, qa
 
 
 def item_problem(example: Example) -> str | None:
