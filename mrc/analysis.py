@@ -29,7 +29,7 @@ from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
 from mrc.hub import resolve_model
 from mrc.store import WindowConfig
-from mrc.io import atomic_write_text, read_json_object
+from mrc.io import atomic_write_text, check_folder_path, check_file_path, read_json_object, refuse_input_as_output
 from mrc.metrics import EvalResult, ExampleScore, evaluate, load_predictions
 from mrc.tokenizer import load_tokenizer
 
@@ -65,10 +65,15 @@ class EvalConfig:
     out: str | None = field(None, help="folder for the result JSON and error_analysis.csv when not the "
                                        "predictions' folder")
     data_format: str = field("auto", help="format of DATASET", choices=FORMATS)
+    overwrite: bool = field(False, help="replace an existing <predictions>.eval.json and error_analysis.csv")
     window: WindowConfig = section(WindowConfig)
     decode: DecodeConfig = section(DecodeConfig)
 
     def __post_init__(self):
+        for name in ("dataset", "predictions", "model", "out"):
+            value = getattr(self, name)
+            if value is not None and not str(value).strip():
+                raise MRCError(f"{name if name in ('dataset', 'predictions') else '--' + name} is empty; give a path")
         if not 0.0 <= self.f1_threshold <= 1.0:
             raise MRCError(f"--f1_threshold {self.f1_threshold}: F1 here is on the 0..1 scale; pass e.g. 0.85")
 
@@ -136,14 +141,14 @@ def error_rows(result: EvalResult, lengths: Lengths, f1_threshold: float) -> lis
     return rows
 
 
-def write_error_csv(rows: list[dict], path: Path) -> None:
+def write_error_csv(rows: list[dict], path: Path, *, overwrite: bool = True) -> None:
     """error_analysis.csv as the seed's pandas `to_csv(encoding="utf-8-sig")` wrote it."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("", *CSV_COLUMNS))
     for index, row in enumerate(rows):
         writer.writerow((index, *(row[c] for c in CSV_COLUMNS)))
-    atomic_write_text(path, "\ufeff" + buffer.getvalue())
+    atomic_write_text(path, "\ufeff" + buffer.getvalue(), overwrite=overwrite)
 
 
 def question_word(question: str) -> str:
@@ -288,8 +293,11 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
         cfg, sources = settings_from_model(cfg, given)
     print_config(cfg, sources=sources)
     console, errors = Console(), Console(stderr=True)
-    result, skipped = evaluate_files(cfg.dataset, cfg.predictions, cfg.data_format)
     out_dir = Path(cfg.out) if cfg.out else Path(cfg.predictions).parent
+    result_path = out_dir / f"{Path(cfg.predictions).stem}.eval.json"
+    csv_path = out_dir / "error_analysis.csv"
+    check_outputs(cfg, [result_path] + ([csv_path] if cfg.analyze else []))
+    result, skipped = evaluate_files(cfg.dataset, cfg.predictions, cfg.data_format)
     print_result(result, console)
     warn_about_coverage(result, skipped, errors)
     if cfg.analyze:
@@ -297,7 +305,7 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
             errors.print("[yellow]no --model given: lengths are counted in characters, not tokens")
         lengths = measure_lengths(result.scores, cfg.model)
         rows = error_rows(result, lengths, cfg.f1_threshold)
-        write_error_csv(rows, out_dir / "error_analysis.csv")
+        write_error_csv(rows, csv_path, overwrite=cfg.overwrite)
         reach = reach_breakdowns(result, lengths, cfg.window, cfg.decode, cfg.f1_threshold) if cfg.model else []
         tables = breakdowns(result, lengths, cfg.f1_threshold) + reach
         for breakdown in tables:
@@ -305,12 +313,20 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
         write_breakdowns_json(cfg, result, lengths.unit, tables, out_dir / "error_analysis.json")
         console.print(f"{len(rows):,} error rows written to {out_dir / 'error_analysis.csv'}", soft_wrap=True)
     summary = result.summary()
-    result_path = out_dir / f"{Path(cfg.predictions).stem}.eval.json"
-    atomic_write_text(result_path, json.dumps(summary) + "\n")
+    atomic_write_text(result_path, json.dumps(summary) + "\n", overwrite=cfg.overwrite)
     console.print(f"result written to {result_path}", soft_wrap=True)
     sys.stdout.flush()
     print(json.dumps(summary))
     return summary
+
+
+def check_outputs(cfg: EvalConfig, outputs: list[Path]) -> None:
+    """Before reading or writing anything: the outputs are no inputs, their folder can be one, and
+    they do not exist unless --overwrite."""
+    refuse_input_as_output(outputs, [Path(cfg.dataset), Path(cfg.predictions)])
+    check_folder_path(outputs[0].parent, "--out")
+    for path in outputs:
+        check_file_path(path, overwrite=cfg.overwrite)
 
 
 def evaluate_result(dataset_file: str | Path, prediction_file: str | Path) -> dict:
@@ -339,5 +355,7 @@ def analyze_result(dataset_file: str | Path, prediction_file: str | Path, f1_thr
     result, _ = evaluate_files(dataset_file, prediction_file)
     lengths = measure_lengths(result.scores, model_name_or_path)
     rows = error_rows(result, lengths, f1_threshold)
-    write_error_csv(rows, Path(prediction_file).parent / "error_analysis.csv")
+    csv_path = Path(prediction_file).parent / "error_analysis.csv"
+    refuse_input_as_output([csv_path], [Path(dataset_file), Path(prediction_file)])
+    write_error_csv(rows, csv_path)  # the seed's function replaced it on every call
     return rows

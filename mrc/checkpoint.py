@@ -27,6 +27,7 @@ from mrc.errors import MRCError
 from mrc.io import atomic_dir, finish_replace_files, read_json_object
 from mrc.model import ElectraForQA, ModelConfig
 from mrc.positions import check_window_fits, extend_table
+from mrc.tokenizer import load_tokenizer
 
 # Our parameter name -> the HF names it is made of, in order (concatenated along dim 0 on load,
 # split back on save). `{p}` is the encoder prefix ("electra." or "bert."), `{i}` the layer index.
@@ -231,6 +232,16 @@ def stderr_line(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def check_vocab_fits(folder: Path, cfg: ModelConfig) -> None:
+    """The folder's tokenizer may not produce ids the embedding table lacks (an IndexError in forward later)."""
+    if not ((folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()):
+        return  # the tokenizer comes from elsewhere; nothing to compare here
+    tokens = load_tokenizer(folder).get_vocab_size(with_added_tokens=True)
+    if tokens > cfg.vocab_size:
+        raise MRCError(f"{folder / 'config.json'}: vocab_size {cfg.vocab_size:,} is smaller than the tokenizer's "
+                       f"{tokens:,} tokens; the config and vocab.txt / tokenizer.json belong to different models")
+
+
 def load_model(folder: str | Path, *, report: Callable[[str], None] | None = stderr_line,
                max_seq_length: int | None = None, extend_positions: str | None = None
                ) -> tuple[ElectraForQA, ModelConfig]:
@@ -248,6 +259,7 @@ def load_model(folder: str | Path, *, report: Callable[[str], None] | None = std
     path = resolve_model_folder(folder)
     finish_replace_files(path)
     cfg = read_model_config(path)
+    check_vocab_fits(path, cfg)
     extend = max_seq_length is not None and check_window_fits(
         max_seq_length, cfg.max_position_embeddings, extend_positions, where=str(path))
     hf_state, source = read_hf_weights(path)

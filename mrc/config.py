@@ -20,6 +20,7 @@ from typing import Any, Iterator, TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from mrc.errors import MRCError
 from mrc.io import atomic_write_text
 
 T = TypeVar("T")
@@ -49,6 +50,13 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     if origin in (list, tuple):
         return typing.get_args(tp)[0], True
     return tp, False
+
+
+def path_arg(text: str) -> Path:
+    """argparse type of every Path flag: an empty string would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; give a file or folder path")
+    return Path(text)
 
 
 def _is_section(f: dataclasses.Field) -> bool:
@@ -88,6 +96,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
     for owner, f in flag_fields(cls):
         meta = f.metadata
         tp, is_list = _base_type(typing.get_type_hints(owner)[f.name])
+        tp = path_arg if tp is Path else tp
         names = [f"--{f.name}", *meta.get("flags", ())]
         default = argparse.SUPPRESS if suppress_defaults else _default(f)
         required = (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -208,6 +217,20 @@ def print_config(cfg: Any, title: str | None = None, sources: dict[str, str] | N
     Console(stderr=True).print(table)
 
 
+def check_saved_type(name: str, annotation: Any, value: Any, saved_label: str) -> None:
+    """A value read from a saved config (a file anyone can edit) must have its flag's type."""
+    tp, is_list = _base_type(annotation)
+    optional = type(None) in typing.get_args(annotation)
+    if is_list or tp not in (bool, int, float, str) or (value is None and optional):
+        return
+    ok = (isinstance(value, bool) if tp is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else
+          isinstance(value, tp) and not isinstance(value, bool))
+    if not ok:
+        raise MRCError(f"{saved_label}: {name} must be {tp.__name__}, got {type(value).__name__} "
+                       f"{json.dumps(value, ensure_ascii=False)[:40]}; fix the file or pass --{name}")
+
+
 def overlay_saved(cfg: T, section_names: tuple[str, ...], saved: dict[str, Any], given: frozenset[str],
                   saved_label: str) -> tuple[T, dict[str, str]]:
     """Replace the flags of `cfg`'s sections `section_names` by `saved` values, except flags in `given`.
@@ -221,10 +244,12 @@ def overlay_saved(cfg: T, section_names: tuple[str, ...], saved: dict[str, Any],
     for name in section_names:
         sub = getattr(cfg, name)
         values = {}
+        hints = typing.get_type_hints(type(sub))
         for f in dataclasses.fields(sub):
             if f.name in given:
                 sources[f.name] = "flag"
             elif f.name in saved:
+                check_saved_type(f.name, hints[f.name], saved[f.name], saved_label)
                 values[f.name] = saved[f.name]
                 sources[f.name] = saved_label
             else:

@@ -5,6 +5,7 @@ Every problem in a file is reported as an `MRCError` naming the file and the JSO
 A misaligned `answer_start` is moved to the nearest occurrence of the answer text; a question
 whose answer text is nowhere in its context is skipped and counted in `ReadStats`. The AIHub MRC
 shapes and KorQuAD 2.x are read by `mrc.data_aihub`; `read_examples` detects every format per file.
+JSON text goes through `mrc.text.parse_json`: every unpaired surrogate in it becomes U+FFFD (counted).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Iterator, Sequence
 
 from mrc.data_aihub import AIHUB_FORMATS, nested_format, read_aihub
 from mrc.errors import MRCError
-from mrc.examples import NOT_IN_CONTEXT, Answer, Example, Loc, ReadStats, get_field, place_answer, short
+from mrc.examples import (NOT_IN_CONTEXT, Answer, Example, Loc, ReadStats, get_field, item_problem,
+                          paragraph_questions, place_answer, short)
+from mrc.text import JSONTextError, parse_json
 
 FORMATS = ("auto", "squad", "klue", "jsonl") + AIHUB_FORMATS
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -43,24 +46,24 @@ def read_examples(paths: str | Path | Sequence[str | Path], *, data_format: str 
     return examples, stats
 
 
-def _parse_json(path: Path, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+def _parse_json(path: Path, text: str, stats: ReadStats) -> Any:
+    root, replaced = parse_json(text, str(path))
+    stats.replaced += replaced
+    return root
 
 
-def _detect_format(path: Path, text: str) -> tuple[str, Any]:
+def _detect_format(path: Path, text: str, stats: ReadStats) -> tuple[str, Any]:
     """(format, parsed root) for nested JSON (SQuAD/KorQuAD/KLUE or an AIHub shape), or ('jsonl', None)."""
     if path.suffix.lower() in JSONL_SUFFIXES:
         return "jsonl", None
     try:
-        root = json.loads(text)
-    except json.JSONDecodeError as e:
-        if e.msg == "Extra data":
+        root, replaced = parse_json(text, str(path))
+    except JSONTextError as e:
+        if e.reason == "Extra data":
             return "jsonl", None  # several top-level values: one JSON object per line
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise
     if isinstance(root, dict) and ("data" in root or "dataset" in root):
+        stats.replaced += replaced  # counted here only when this parse is the one kept
         return nested_format(root), root
     if isinstance(root, dict) and "question" in root:
         return "jsonl", None
@@ -70,22 +73,28 @@ def _detect_format(path: Path, text: str) -> tuple[str, Any]:
 
 
 def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise MRCError(f"{path}: is a folder, not a data file; pass the JSON or JSON Lines files inside it")
+    if path.exists() and not path.is_file():
+        raise MRCError(f"{path}: not a regular file (a device, a socket or a pipe); pass a data file")
     if not path.is_file():
         raise MRCError(f"{path}: file not found; check the path")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise MRCError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except OSError as e:
+        raise MRCError(f"{path}: cannot be read: {e.strerror or e}") from None
 
 
 def _read_file(path: Path, data_format: str, stats: ReadStats) -> Iterator[tuple[Example, Loc]]:
     text = _read_text(path)
-    fmt, root = _detect_format(path, text) if data_format == "auto" else (data_format, None)
+    fmt, root = _detect_format(path, text, stats) if data_format == "auto" else (data_format, None)
     if fmt == "jsonl":
         yield from _read_jsonl(path, text, stats)
         return
     if root is None:
-        root = _parse_json(path, text)
+        root = _parse_json(path, text, stats)
     if fmt in AIHUB_FORMATS:
         yield from read_aihub(path, root, fmt, stats)
         return
@@ -104,19 +113,11 @@ def _read_nested(path: Path, root: Any, stats: ReadStats, id_key: str | None) ->
         if not isinstance(article, dict):
             raise aloc.error("each article must be an object with 'paragraphs'")
         title = str(get_field(article, "title", (str, int), aloc, required=False, default=""))
-        for pi, para in enumerate(get_field(article, "paragraphs", list, aloc)):
-            ploc = aloc / "paragraphs" / pi
-            if not isinstance(para, dict):
-                raise ploc.error("each paragraph must be an object with 'context' and 'qas'")
-            context = get_field(para, "context", str, ploc)
-            qas_loc = ploc / "qas"
-            for qi, qa in enumerate(get_field(para, "qas", list, ploc)):
-                qloc = qas_loc / qi
-                if not isinstance(qa, dict):
-                    raise qloc.error("each question must be an object with 'id', 'question' and 'answers'")
-                ex = _parse_question(qa, context, title, source, qloc, stats, id_key)
-                if ex is not None:
-                    yield ex, qloc
+        paragraphs = enumerate(get_field(article, "paragraphs", list, aloc))
+        for context, qloc, qa in paragraph_questions((aloc / "paragraphs" / pi, p) for pi, p in paragraphs):
+            ex = _parse_question(qa, context, title, source, qloc, stats, id_key)
+            if ex is not None:
+                yield ex, qloc
 
 
 def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Example, Loc]]:
@@ -126,10 +127,10 @@ def _read_jsonl(path: Path, text: str, stats: ReadStats) -> Iterator[tuple[Examp
             continue
         loc = Loc(path, line=lineno)
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MRCError(f"{path}:{lineno}: not valid JSON at column {e.colno}: {e.msg}; "
-                           f"JSON Lines needs one complete object per line") from None
+            obj, replaced = parse_json(line, f"{path}:{lineno}", line_of_file=True)
+        except JSONTextError as e:
+            raise MRCError(f"{e}; JSON Lines needs one complete object per line") from None
+        stats.replaced += replaced
         if not isinstance(obj, dict):
             raise loc.error("each line must be an object with 'id', 'question' and 'context'")
         context = get_field(obj, "context", str, loc)

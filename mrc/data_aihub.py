@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mrc.examples import (MULTIPLE_CHOICE, NOT_IN_CONTEXT, TABLE_CELLS, YES_NO, Answer, Example, Loc, ReadStats,
-                          get_field, place_answer, short)
+                          get_field, paragraph_questions, place_answer, short)
 
 AIHUB_FORMATS = ("aihub", "korquad2", "aihub_tech")
 YES_NO_TEXTS = frozenset({"yes", "no", "예", "아니오", "아니요", "네"})
@@ -81,20 +81,12 @@ def read_aihub(path: Path, root: Any, fmt: str, stats: ReadStats) -> Iterator[tu
         # KorQuAD 2.x documents are their own paragraph; AIHub documents hold a list of them.
         paragraphs = ([(dloc / "paragraphs" / pi, p) for pi, p in enumerate(get_field(doc, "paragraphs", list, dloc))]
                       if "paragraphs" in doc or "context" not in doc else [(dloc, doc)])
-        for ploc, para in paragraphs:
-            if not isinstance(para, dict):
-                raise ploc.error("each paragraph must be an object with 'context' and 'qas'")
-            context = get_field(para, "context", str, ploc)
-            qas_loc = ploc / "qas"
-            for qi, qa in enumerate(get_field(para, "qas", list, ploc)):
-                qloc = qas_loc / qi
-                if not isinstance(qa, dict):
-                    raise qloc.error("each question must be an object with an id, 'question' and 'answers' or 'answer'")
-                qid = _question_id(qa, qloc, ("question_id", "id", "guid"))
-                question = get_field(qa, "question", str, qloc)
-                ex = _read_question(qa, qid, question, context, title, str(path), fmt, qloc, stats)
-                if ex is not None:
-                    yield ex, qloc
+        for context, qloc, qa in paragraph_questions(paragraphs, question="an id, 'question' and 'answers' or 'answer'"):
+            qid = _question_id(qa, qloc, ("question_id", "id", "guid"))
+            question = get_field(qa, "question", str, qloc)
+            ex = _read_question(qa, qid, question, context, title, str(path), fmt, qloc, stats)
+            if ex is not None:
+                yield ex, qloc
 
 
 def _read_tech(path: Path, root: dict, top: Loc, stats: ReadStats) -> Iterator[tuple[Example, Loc]]:
@@ -107,30 +99,23 @@ def _read_tech(path: Path, root: dict, top: Loc, stats: ReadStats) -> Iterator[t
         if not isinstance(doc, dict):
             raise dloc.error("each document must be an object with 'context_info'")
         title = _title(doc, dloc)
-        for ci, para in enumerate(get_field(doc, "context_info", list, dloc)):
-            cloc = dloc / "context_info" / ci
-            if not isinstance(para, dict):
-                raise cloc.error("each context_info entry must be an object with 'context' and 'qas'")
-            context = get_field(para, "context", str, cloc)
-            qas_loc = cloc / "qas"
-            for qi, qa in enumerate(get_field(para, "qas", list, cloc)):
-                qloc = qas_loc / qi
-                if not isinstance(qa, dict):
-                    raise qloc.error("each question must be an object with 'question_id', 'question-1' and 'answer'")
-                qid = _question_id(qa, qloc, ("question_id", "id"))
-                phrasings = [(f"{qid}-{key[-1]}", get_field(qa, key, str, qloc))
-                             for key in ("question-1", "question-2") if qa.get(key) is not None]
-                if not phrasings:
-                    if qa.get("question") is None:
-                        raise qloc.error("missing 'question-1'; every question needs one")
-                    phrasings = [(qid, get_field(qa, "question", str, qloc))]
-                answer = qa.get("answer")
-                if isinstance(answer, str):  # the span's fields sit beside it on the question
-                    qa = dict(qa, answer={"text": answer, "answer_start": qa.get("answer_start")})
-                for pid, question in phrasings:
-                    ex = _read_question(qa, pid, question, context, title, str(path), "aihub_tech", qloc, stats)
-                    if ex is not None:
-                        yield ex, qloc
+        contexts = [(dloc / "context_info" / ci, p) for ci, p in enumerate(get_field(doc, "context_info", list, dloc))]
+        for context, qloc, qa in paragraph_questions(contexts, paragraph="context_info entry",
+                                                     question="'question_id', 'question-1' and 'answer'"):
+            qid = _question_id(qa, qloc, ("question_id", "id"))
+            phrasings = [(f"{qid}-{key[-1]}", get_field(qa, key, str, qloc))
+                         for key in ("question-1", "question-2") if qa.get(key) is not None]
+            if not phrasings:
+                if qa.get("question") is None:
+                    raise qloc.error("missing 'question-1'; every question needs one")
+                phrasings = [(qid, get_field(qa, "question", str, qloc))]
+            answer = qa.get("answer")
+            if isinstance(answer, str):  # the span's fields sit beside it on the question
+                qa = dict(qa, answer={"text": answer, "answer_start": qa.get("answer_start")})
+            for pid, question in phrasings:
+                ex = _read_question(qa, pid, question, context, title, str(path), "aihub_tech", qloc, stats)
+                if ex is not None:
+                    yield ex, qloc
 
 
 def _title(doc: dict, loc: Loc) -> str:

@@ -32,7 +32,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, Time
 from mrc.config import field, parse_config, print_config
 from mrc.errors import MRCError, cli_entry
 from mrc.hub import KNOWN_MODELS, hub_cache_dir, looks_like_hub_id, resolve_model, snapshot_commit
-from mrc.io import atomic_path
+from mrc.io import atomic_path, ensure_dir, fs_errors
 
 BASE_URL_ENV = "MRC_DOWNLOAD_BASE_URL"
 CHUNK_BYTES = 1 << 20
@@ -216,12 +216,21 @@ def fetch_to_part(url: str, part: Path, progress: Progress, label: str) -> int:
             return offset  # the .part already holds every byte; verification decides if it is good
         raise
     task = progress.add_task(label, total=total, completed=start)
-    with response, open(part, "ab" if start else "wb") as out:
-        for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-            out.write(chunk)
-            progress.advance(task, len(chunk))
-        out.flush()
-        os.fsync(out.fileno())
+    # Errors of the file (a full disk, a read-only one) are MRCErrors naming it; the network's are the caller's.
+    with fs_errors(part):
+        out = open(part, "ab" if start else "wb")
+    try:
+        with response:
+            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                with fs_errors(part):
+                    out.write(chunk)
+                progress.advance(task, len(chunk))
+            with fs_errors(part):
+                out.flush()
+                os.fsync(out.fileno())
+    finally:
+        with fs_errors(part):  # closing flushes the buffer, which a full disk refuses too
+            out.close()
     return start
 
 
@@ -263,7 +272,7 @@ def download_bundle(bundle: Bundle, dest: Path, base_url: str | None = None,
                     console: Console | None = None) -> dict[str, str]:
     """Fetch every file of `bundle` into `dest`; {file name: what was done}."""
     console = console or Console(stderr=True)
-    dest.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest)
     source = base_url or bundle.base_url
     console.print(f"{bundle.description}\n  from {source}\n  into {dest}")
     return {f.name: download_file(bundle, f, dest, source, console) for f in bundle.files}

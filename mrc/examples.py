@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from mrc.errors import MRCError
 
@@ -53,15 +53,6 @@ class Example:
         return bool(self.answers) or self.is_impossible
 
 
-def item_problem(example: Example) -> str | None:
-    """Why this item cannot be predicted at all, or None (predict.py's errors.jsonl, the Reader's errors)."""
-    if not example.question.strip():
-        return "empty question"
-    if not example.context.strip():
-        return "empty context"
-    return None
-
-
 @dataclass
 class ReadStats:
     """What a read did, for the one-line summary every CLI prints."""
@@ -72,6 +63,7 @@ class ReadStats:
     skipped: int = 0  # questions dropped (the reasons are in skipped_by)
     unanswerable: int = 0  # kept questions marked is_impossible (or with an empty answer list)
     unlabelled: int = 0  # kept questions without an `answers` field (usable for prediction only)
+    replaced: int = 0  # unpaired surrogates (not valid Unicode) replaced by U+FFFD, offsets kept
     skipped_where: list[str] = field(default_factory=list)  # "file: path: reason" per skipped question
     skipped_by: dict[str, int] = field(default_factory=dict)  # reason (SKIP_REASONS) -> questions dropped
     formats: list[str] = field(default_factory=list)  # the format each file was read as, in file order
@@ -95,7 +87,9 @@ class ReadStats:
         """One line, e.g. `read 5,774 questions from 1 file: 5,774 kept, 0 repaired, 0 skipped, ...`."""
         files = f"{self.files:,} file" + ("s" if self.files != 1 else "")
         return (f"read {self.questions:,} questions from {files}: {self.kept:,} kept, {self.repaired:,} repaired, "
-                f"{self.skipped_text()}, {self.unanswerable:,} unanswerable, {self.unlabelled:,} unlabelled")
+                f"{self.skipped_text()}, {self.unanswerable:,} unanswerable, {self.unlabelled:,} unlabelled"
+                + (f", {self.replaced:,} invalid characters (unpaired surrogates) replaced by U+FFFD"
+                   if self.replaced else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -145,6 +139,8 @@ def get_field(obj: dict, key: str, kind: type | tuple[type, ...], loc: Loc, *, r
               default: Any = None) -> Any:
     """obj[key] checked against `kind`; a missing required key or a wrong type names the path."""
     if key not in obj or obj[key] is None:
+        if required and key in obj:
+            raise (loc / key).error("is null; every entry here needs a value")
         if required:
             raise loc.error(f"missing {key!r}; every entry here needs one")
         return default
@@ -164,8 +160,36 @@ def _article(names: str) -> str:
 
 def short(value: Any) -> str:
     """A JSON value cut to 40 characters, for messages."""
-    s = json.dumps(value, ensure_ascii=False)
+    try:
+        s = json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # nested too deeply to print
+        return f"(a deeply nested {type(value).__name__})"
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+def paragraph_questions(paragraphs: Iterable[tuple[Loc, Any]], *, paragraph: str = "paragraph",
+                        question: str = "'id', 'question' and 'answers'") -> Iterator[tuple[str, Loc, dict]]:
+    """(context, location, question object) of every question in `paragraphs` ((location, paragraph) pairs
+    of `{"context", "qas": [...]}`), checking each shape; `paragraph` and `question` name them in errors."""
+    for ploc, para in paragraphs:
+        if not isinstance(para, dict):
+            raise ploc.error(f"each {paragraph} must be an object with 'context' and 'qas'")
+        context = get_field(para, "context", str, ploc)
+        qas_loc = ploc / "qas"
+        for qi, qa in enumerate(get_field(para, "qas", list, ploc)):
+            qloc = qas_loc / qi
+            if not isinstance(qa, dict):
+                raise qloc.error(f"each question must be an object with {question}")
+            yield context, qloc, qa
+
+
+def item_problem(example: Example) -> str | None:
+    """Why no model can answer this item (predict sends it to errors.jsonl, training leaves it out), or None."""
+    if not example.question.strip():
+        return "empty question"
+    if not example.context.strip():
+        return "empty context"
+    return None
 
 
 def place_answer(text: str, start: int, context: str) -> int | None:

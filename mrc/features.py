@@ -5,7 +5,9 @@ start every `doc_stride` tokens (BERT / legacy `run_squad.py` meaning: a step, n
 until one reaches the end of the paragraph. `build_arrays` is one pure path for train and eval
 (`labels=True/False`). Stores are cached under a hash of (input, tokenizer files, window
 settings, WINDOW_SEMANTICS_VERSION), built in a temp folder and renamed into place, so a crashed
-build is never used.
+build is never used; its temp folder is deleted by the next build in that cache. A finished store
+whose files were damaged later (sizes and SHA-256 in meta.json, checked on open) is said on stderr,
+deleted and built again.
 
 `python -m mrc.features DATA... --model FOLDER [--dump FILE.jsonl]` prints what the windows hold
 (`mrc.inspect_windows`).
@@ -19,6 +21,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +31,9 @@ import numpy as np
 
 from mrc.data import Example, read_examples
 from mrc.errors import MRCError
-from mrc.store import SPECIAL_PER_WINDOW, STORE_FORMAT, WINDOW_FIELDS, WindowConfig, WindowStore
+from mrc.io import ensure_dir, fs_errors, remove_dead_temps, temp_prefix
+from mrc.store import (SPECIAL_PER_WINDOW, STORE_FORMAT, WINDOW_FIELDS, DamagedStore, WindowConfig, WindowStore,
+                       file_digest)
 from mrc.tokenizer import BatchEncoder, tokenizer_fingerprint
 
 CACHE_ENV = "MRC_CACHE"
@@ -63,9 +68,16 @@ def build_store(data: str | Path | Sequence[str | Path] | Sequence[Example], mod
     folder = None
     if use_cache:
         key = _cache_key(paths, examples, model_folder, config, labels, data_format)
-        folder = resolve_cache_dir(cache_dir) / f"windows-{key[:32]}"
+        root = resolve_cache_dir(cache_dir)
+        folder = root / f"windows-{key[:32]}"
+        if root.is_dir():
+            remove_dead_temps(root, ".windows-*.tmp")
         if (folder / "meta.json").is_file():
-            return WindowStore.open(folder)
+            try:
+                return WindowStore.open(folder)
+            except DamagedStore as e:
+                print(f"warning: cached window store damaged, building it again: {e}", file=sys.stderr)
+                _remove_store(folder)
     stats = None
     if examples is None:
         examples, stats = read_examples(paths, data_format=data_format)
@@ -121,21 +133,34 @@ def _hash_examples(h, examples: Sequence[Example]) -> None:
         h.update(f"Q{part(ex.id)}{part(ex.question)}{ex.is_impossible:d}{len(ex.answers)}:{answers}".encode("utf-8"))
 
 
+def _remove_store(folder: Path) -> None:
+    """Take a damaged store out of the way in one rename (a reader sees it whole or not at all), then delete it."""
+    aside = folder.with_name(f"{temp_prefix(folder.name)}damaged.tmp")
+    with fs_errors(folder):
+        os.rename(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _write_store_once(arrays: dict[str, np.ndarray], meta: dict[str, Any], folder: Path) -> None:
     """Write into a temp folder, then rename it to `folder`; if another process got there first, keep theirs.
 
     Unlike mrc.io.atomic_dir this never replaces a finished store, which another rank may have open.
+    meta.json records each array file's size and SHA-256 (`WindowStore.open` checks them).
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    ensure_dir(folder.parent)
+    with fs_errors(folder.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder.name), suffix=".tmp", dir=folder.parent))
     try:
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
-        meta = dict(meta, arrays=sorted(arrays), store_format=STORE_FORMAT)
-        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        with fs_errors(folder.parent):
+            files = {}
+            for name, arr in arrays.items():
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr))
+                files[name] = file_digest(tmp / f"{name}.npy")
+            meta = dict(meta, arrays=sorted(arrays), store_format=STORE_FORMAT, files=files)
+            (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         try:
             os.rename(tmp, folder)
         except OSError:

@@ -3,7 +3,8 @@
 Prints the per-source table train.py prints (questions, skips by reason, windows, epoch 1's draw
 at `--neg_ratio`), the counts of questions (and how many fit one window), windows, tokens, the
 padding saved and the store's size against padded int64 tensors; `--dump FILE.jsonl` writes every
-window's ids. As in training, ids that collide across files become `<file stem>/<id>`.
+window's ids (an existing FILE only with `--overwrite`, an input never). As in training, ids that
+collide across files become `<file stem>/<id>`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mrc.data_sources import (SourceRead, SourceStats, TrainFile, count_windows,
                               source_table)
 from mrc.errors import MRCError, cli_entry
 from mrc.features import CACHE_ENV, build_store
-from mrc.io import atomic_path
+from mrc.io import atomic_path, check_file_path, refuse_input_as_output
 from mrc.schedule import Sampling, TrainData, epoch_windows
 from mrc.store import WindowConfig, WindowStore
 
@@ -33,6 +34,7 @@ from mrc.store import WindowConfig, WindowStore
 class InspectConfig:
     model: str = field(help="model folder with vocab.txt + tokenizer_config.json (or tokenizer.json)")
     dump: str | None = field(None, help="write one JSON line per window to this file")
+    overwrite: bool = field(False, help="with --dump: replace the file when it exists")
     features_cache_dir: str | None = field(None, help=f"window store cache folder (default: ${CACHE_ENV} or "
                                            "./.cache/mrc)")
     no_cache: bool = field(False, help="build in memory only; neither read nor write the cache")
@@ -41,6 +43,8 @@ class InspectConfig:
     seed: int = field(42, "as train.py's: the seed of epoch 1's draw (file weights, --neg_ratio)")
 
     def __post_init__(self):
+        if self.dump is not None:
+            check_file_path(self.dump, "--dump", overwrite=self.overwrite)
         if not Path(self.model).is_dir():
             raise MRCError(f"--model {self.model}: folder not found; pass the model folder holding vocab.txt")
         if not 0.0 <= self.neg_ratio <= 1.0:
@@ -63,10 +67,10 @@ def inspect_counts(store: WindowStore) -> dict[str, int]:
     return counts
 
 
-def dump_windows(store: WindowStore, path: Path, chunk: int = 512) -> None:
+def dump_windows(store: WindowStore, path: Path, chunk: int = 512, *, overwrite: bool = False) -> None:
     """One JSON object per window, in window order; labels only when the store has them."""
     lengths = store.sequence_lengths()
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for lo in range(0, len(store), chunk):
             idx = np.arange(lo, min(lo + chunk, len(store)))
             batch = collate(store, idx, with_labels=store.has_labels)
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg, wcfg = from_args(InspectConfig, args), from_args(WindowConfig, args)
     files = [parse_train_file(spec, None) for spec in args.data]
+    if cfg.dump is not None:
+        refuse_input_as_output([Path(cfg.dump)], [f.path for f in files])
     read = read_sources(files, data_format=cfg.data_format)
     examples = [ex for per_file in read.examples for ex in per_file]
     for train_file, stats in zip(files, read.stats):
@@ -143,5 +149,5 @@ def main(argv: list[str] | None = None) -> None:
     Console().print(source_table(sources, neg_ratio=cfg.neg_ratio if store.has_labels else None, used="used"))
     _print_counts(store, inspect_counts(store))
     if cfg.dump:
-        dump_windows(store, Path(cfg.dump))
+        dump_windows(store, Path(cfg.dump), overwrite=cfg.overwrite)
         print(f"wrote {len(store):,} windows to {cfg.dump}")

@@ -14,7 +14,9 @@ logits in memory; the `.npz` appears under its final name only when complete.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +30,7 @@ from mrc.config import field, parse_config, print_config, section
 from mrc.decode import DecodeConfig, decode
 from mrc.errors import MRCError, cli_entry
 from mrc.store import ParagraphTexts
-from mrc.io import atomic_path
+from mrc.io import atomic_path, check_folder_path, fs_errors, refuse_input_as_output
 from mrc.prediction_files import PredictionFiles, write_predictions
 
 FORMAT_VERSION = 1
@@ -111,6 +113,17 @@ class WindowLogits:
         return char_start, char_end
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a sparse memory-mapped file's blocks now: on a full disk that is an OSError here, where
+    writing through the map later would kill the process with SIGBUS."""
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a file system that cannot: go on
+                raise
+
+
 class WindowLogitsWriter:
     """Stream the logits of all windows of `store` into `path`, chunk by chunk, in store order.
 
@@ -135,12 +148,20 @@ class WindowLogitsWriter:
         self._flat: dict[str, np.ndarray] = {}
 
     def __enter__(self) -> WindowLogitsWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent))
         total = int(self.offsets[-1])
         dtypes = {"start": self.dtype, "end": self.dtype, "char_start": np.int32, "char_end": np.int32}
-        self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt, shape=(total,))
-                      for name, dt in dtypes.items()}
+        with fs_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent))
+            try:
+                self._flat = {name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dt,
+                                                              shape=(total,))
+                              for name, dt in dtypes.items()}
+                for name in dtypes:
+                    _reserve(self._tmp / f"{name}.npy")
+            except BaseException:  # __exit__ will not run: the parts folder goes here
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                raise
         return self
 
     def add(self, lo: int, start: np.ndarray, end: np.ndarray) -> None:
@@ -291,9 +312,11 @@ class EnsembleConfig:
 
 def run_ensemble(cfg: EnsembleConfig) -> Path:
     """Average the files' logits, decode them, write the averaged logits and the predictions."""
+    check_folder_path(cfg.output, "--output")
     out = Path(cfg.output)
     files = PredictionFiles(out / "predictions.json", out / "nbest_predictions.json")
     targets = [out / "ensemble.logits.npz", *files.paths]
+    refuse_input_as_output(targets, [Path(p) for p in cfg.logits])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not cfg.overwrite:
         raise MRCError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --output")

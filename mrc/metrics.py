@@ -16,7 +16,6 @@ Beyond the official script (which would fail on them):
 
 from __future__ import annotations
 
-import json
 import string
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from mrc.data import Example
 from mrc.errors import MRCError
+from mrc.text import parse_json
 
 # The official script replaces these with spaces before anything else.
 _TO_SPACE = str.maketrans({ch: " " for ch in "'\"《》<>〈〉()‘’"})
@@ -145,13 +145,16 @@ def check_predictions(predictions: object, source: str = "predictions") -> None:
 def load_predictions(path: str | Path) -> dict[str, str]:
     """A predictions file {question id: answer text}; MRCError when missing or malformed."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise MRCError(f"{path}: is a folder or a device, not a file; pass the predictions.json written by predict.py")
     if not path.is_file():
         raise MRCError(f"{path}: predictions file not found; pass the predictions.json written by predict.py")
     try:
-        predictions = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise MRCError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise MRCError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except OSError as e:
+        raise MRCError(f"{path}: cannot be read: {e.strerror or e}") from None
+    predictions, _ = parse_json(text, str(path))  # unpaired surrogates -> U+FFFD, as in the data readers
     check_predictions(predictions, str(path))
     return predictions

@@ -265,9 +265,16 @@ def breakdown_table(index: int, breakdown: dict[str, Any]) -> str:
             f"<th>errors</th></tr>\n{rows}</table>")
 
 
+# training_args.json entries that record what a run found rather than a flag it was given.
+RECORDED_NOT_FLAGS = {"model_commit": "model commit (resolved --revision)", "train_sources": None}
+
+
 def flags_table(args: dict[str, Any]) -> str:
+    """The flags as `--name value`, then what the run recorded (the per-source table is left to the console)."""
     rows = "".join(f"<tr><td><code>--{esc(k)}</code></td><td><code>{esc(json.dumps(v, ensure_ascii=False))}</code>"
-                   f"</td></tr>\n" for k, v in args.items())
+                   f"</td></tr>\n" for k, v in args.items() if k not in RECORDED_NOT_FLAGS)
+    rows += "".join(f"<tr><td>{esc(label)}</td><td><code>{esc(json.dumps(args[k], ensure_ascii=False))}</code>"
+                    f"</td></tr>\n" for k, label in RECORDED_NOT_FLAGS.items() if label and k in args)
     return f'<table id="flags" class="small">{rows}</table>'
 
 

@@ -5,12 +5,14 @@ to `max_query_length` tokens, then `L <= max_seq_length - Q - 3` paragraph token
 `token_start[w]`. The store keeps only unpadded token ids (uint16 when the vocab fits), their char
 offsets, the question ids and a small window table; `mrc.batching.collate` assembles padded
 batches from it, `mrc.decode` reads answers out of it. `mrc.features` builds stores; a store
-folder is memory-mapped by `WindowStore.open`.
+folder is memory-mapped by `WindowStore.open`, which first checks every array file against the
+byte size and SHA-256 that `meta.json` records (`DamagedStore` when one differs).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +26,48 @@ from mrc.errors import MRCError
 from mrc.tokenizer import SpecialTokens
 
 # Bump when the store layout or the meaning of a stored value changes (old caches stop matching).
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: meta.json records each array file's size and SHA-256
 WINDOW_FIELDS = ("example_index", "paragraph_index", "token_start", "context_length", "query_length",
                  "max_context_start", "max_context_end", "start_position", "end_position")
 SPECIAL_PER_WINDOW = 3  # [CLS], [SEP] after the question, [SEP] after the context
 TOKENLESS_QUESTION = "no question tokens left after tokenization"
+
+
+class DamagedStore(MRCError):
+    """A finished store folder whose files are no longer what was written (truncated, edited, lost)."""
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, as meta.json records each array file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def read_store_meta(folder: Path) -> dict[str, Any]:
+    """meta.json of a finished store, its array files checked against the recorded sizes and checksums."""
+    meta_path = folder / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        files = meta["files"]
+        if meta.get("store_format") != STORE_FORMAT:
+            raise DamagedStore(f"{folder}: store format {meta.get('store_format')} is not {STORE_FORMAT}")
+        arrays = list(meta["arrays"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedStore(f"{folder}: meta.json is unreadable ({type(e).__name__})") from None
+    for name in arrays:
+        path = folder / f"{name}.npy"
+        want = files.get(name) if isinstance(files, dict) else None
+        if not path.is_file() or want is None:
+            raise DamagedStore(f"{folder}: {path.name} is missing")
+        size = path.stat().st_size
+        if size != want.get("bytes"):
+            raise DamagedStore(f"{folder}: {path.name} has {size:,} bytes, {want.get('bytes')} were written")
+        if file_digest(path)["sha256"] != want.get("sha256"):
+            raise DamagedStore(f"{folder}: {path.name} does not match the checksum written with it")
+    return meta
 
 
 @dataclass(frozen=True)
@@ -112,18 +151,17 @@ class WindowStore:
 
     @classmethod
     def open(cls, folder: str | Path) -> WindowStore:
-        """Memory-map a store folder written by `build_store`."""
+        """Memory-map a store folder written by `build_store`; `DamagedStore` when its files changed."""
         folder = Path(folder)
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
+        if not (folder / "meta.json").is_file():
             raise MRCError(f"{folder}: not a window store (no meta.json); rebuild it with build_store or "
                            f"python -m mrc.features")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("store_format") != STORE_FORMAT:
-            raise MRCError(f"{folder}: store format {meta.get('store_format')} is not {STORE_FORMAT}; "
-                           f"delete the folder and build again")
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
-        return cls(arrays, meta, folder)
+        meta = read_store_meta(folder)
+        try:
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
+            return cls(arrays, meta, folder)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DamagedStore(f"{folder}: cannot be read back ({type(e).__name__}: {e})") from None
 
     def __len__(self) -> int:
         return len(self.windows)

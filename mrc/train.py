@@ -29,6 +29,7 @@ from mrc.config import field, print_config, section, to_argv, to_dict
 from mrc.data_sources import TrainFile, parse_train_file
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
+from mrc.io import ensure_dir
 from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
 from mrc.hub import resolve_model, snapshot_commit
 from mrc.store import WindowConfig
@@ -131,8 +132,12 @@ class TrainConfig:
                      "threads", "dist_timeout"):
             if getattr(self, name) < 1:
                 raise MRCError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise MRCError(f"--learning_rate must be positive, got {self.learning_rate}")
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm", "num_train_epochs"):
+            if not math.isfinite(getattr(self, name)):
+                raise MRCError(f"--{name} must be a finite number, got {getattr(self, name)}")
+        if not 0 < self.learning_rate <= 1:  # above 1 AdamW's first step already overflows float32 weights
+            raise MRCError(f"--learning_rate must be in (0, 1] (fine-tuning uses about 1e-5 to 1e-4), "
+                           f"got {self.learning_rate}")
         if self.weight_decay < 0 or not self.adam_epsilon > 0 or self.max_grad_norm < 0:
             raise MRCError("--weight_decay and --max_grad_norm must be >= 0 and --adam_epsilon > 0")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
@@ -154,6 +159,12 @@ class TrainConfig:
             raise MRCError("--resume_from_checkpoint continues a training run: use it with --do_train and without "
                            "--resume (which picks the latest checkpoint of --output_dir)")
         self.train_files  # parses every PATH:WEIGHT now, so a bad weight fails before any work
+        if not self.output_dir.strip():
+            raise MRCError("--output_dir is empty; give a folder path")
+        if Path(self.model_name_or_path).is_dir() and \
+                Path(self.output_dir).resolve() == Path(self.model_name_or_path).resolve():
+            raise MRCError(f"--output_dir {self.output_dir} is the --model_name_or_path folder; the final model "
+                           f"would replace the one it starts from: choose another --output_dir")
 
     @property
     def train_files(self) -> list[TrainFile]:
@@ -441,7 +452,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
     trainer.card = model_card_info(cfg, model_folder, evaluator, ctx) if ctx.is_main else None
     trainer.training_args["train_sources"] = [source.to_dict() for source in train_examples.sources]
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
         resumed_step = read_progress(resume_from).step if resume_from else 0
         report.restart_metrics(resumed_step)
         if cfg.report_to == "tensorboard":

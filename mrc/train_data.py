@@ -9,7 +9,7 @@ import numpy as np
 
 from mrc import dist
 from mrc.data_sources import SourceStats, TrainFile, count_windows, read_sources, source_table
-from mrc.examples import Example
+from mrc.examples import Example, item_problem
 from mrc.errors import MRCError
 from mrc.evaluation import build_store_on_ranks
 from mrc.store import WindowConfig
@@ -40,11 +40,16 @@ def read_train_examples(files: list[TrainFile], report: Reporter, *, with_unansw
         if source.namespaced:
             report.say(f"{train_file.path}: {source.namespaced:,} question ids also used by another --train_file "
                        "file, renamed <file stem>/<id>")
-        usable = [ex for ex in read.examples[i] if ex.answers or (ex.is_impossible and with_unanswerable)]
-        if len(usable) < len(read.examples[i]):
+        answerable = [ex for ex in read.examples[i] if item_problem(ex) is None]
+        blank = len(read.examples[i]) - len(answerable)
+        if blank:
+            report.say(f"{train_file.path}: {blank:,} questions with an empty question or context not trained on "
+                       f"(predict.py sends such items to errors.jsonl)")
+        usable = [ex for ex in answerable if ex.answers or (ex.is_impossible and with_unanswerable)]
+        if len(usable) < len(answerable):
             why = "unlabelled" if with_unanswerable else "unanswerable or unlabelled"
             hint = "" if with_unanswerable else " (pass --version_2_with_negative to train them toward [CLS])"
-            report.say(f"{train_file.path}: {len(read.examples[i]) - len(usable):,} {why} questions not trained "
+            report.say(f"{train_file.path}: {len(answerable) - len(usable):,} {why} questions not trained "
                        f"on{hint}")
         examples.extend(usable)
         file_of.extend([i] * len(usable))

@@ -30,7 +30,7 @@ from torch import nn
 from mrc import dist
 from mrc.checkpoint import save_model
 from mrc.errors import MRCError
-from mrc.io import atomic_write_text, finish_replace_files, replace_files
+from mrc.io import atomic_write_text, check_folder_path, finish_replace_files, replace_files
 from mrc.model import ModelConfig
 from mrc.model_card import CardInfo, write_card
 from mrc.reporting import Reporter
@@ -49,27 +49,26 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
     return Path(output_dir) / f"checkpoint-{step}"
 
 
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete `checkpoint-<step>` folders of `output_dir`, by step."""
+MODEL_FILES = ("config.json", "model.safetensors", TRAINER_STATE)  # every checkpoint, --save_only_model's too
+
+
+def _checkpoints_with(output_dir: Path, files: tuple[str, ...]) -> list[tuple[int, Path]]:
     found = []
     for path in Path(output_dir).glob("checkpoint-*"):
         match = CHECKPOINT_PATTERN.fullmatch(path.name)
-        if match and path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES):
+        if match and path.is_dir() and all((path / name).is_file() for name in files):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
-MODEL_FILES = ("config.json", "model.safetensors", TRAINER_STATE)  # every checkpoint, --save_only_model's too
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete (resumable) `checkpoint-<step>` folders of `output_dir`, by step."""
+    return _checkpoints_with(output_dir, REQUIRED_FILES)
 
 
 def model_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Every `checkpoint-<step>` folder holding a complete model (resumable or model-only), by step."""
-    found = []
-    for path in Path(output_dir).glob("checkpoint-*"):
-        match = CHECKPOINT_PATTERN.fullmatch(path.name)
-        if match and path.is_dir() and all((path / name).is_file() for name in MODEL_FILES):
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    return _checkpoints_with(output_dir, MODEL_FILES)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -186,6 +185,7 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool, checkpoint: Pa
     (a run stopped early) starts fresh. With --resume_from_checkpoint, that checkpoint; the
     output_dir may be the run's own folder (usually its parent), else it must be unused.
     """
+    check_folder_path(out, "--output_dir")
     finish_replace_files(out)
     if checkpoint is not None:
         check_checkpoint(checkpoint)

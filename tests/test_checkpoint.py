@@ -200,7 +200,7 @@ def test_failed_save_leaves_the_previous_folder_intact(tmp_path, tokenizer_folde
 
     with torch.no_grad():
         ours.qa_outputs.weight.add_(1.0)
-    with pytest.raises(OSError):
+    with pytest.raises(MRCError, match="disk full"):
         save_model(ours, cfg, tmp_path / "ckpt", tokenizer_folder, extra_writer=crash)
     assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "hf", "tok"]

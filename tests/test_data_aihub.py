@@ -209,7 +209,7 @@ def test_squad_like_aihub_file_without_markers_reads_as_squad_with_the_same_answ
      r"data\[1\]\.paragraphs\[0\]\.qas\[1\]\.answer\.text\[1\]", "must be a string, got int"),
     ("finance_law_tables", lambda r: r["data"][0]["paragraphs"][0]["qas"][0].update(answer="2년간"),
      r"data\[0\]\.paragraphs\[0\]\.qas\[0\]\.answer", "must be an answer object"),
-    ("korquad2", lambda r: r["data"][0]["qas"][0].update(question=None), r"data\[0\]\.qas\[0\]", "missing 'question'"),
+    ("korquad2", lambda r: r["data"][0]["qas"][0].update(question=None), r"data\[0\]\.qas\[0\]\.question", "is null"),
     ("tech", lambda r: r["dataset"]["context_info"][0]["qas"][1].pop("question-1"),
      r"dataset\.context_info\[0\]\.qas\[1\]", "missing 'question-1'"),
     ("tech", lambda r: r["dataset"].pop("context_info"), r"dataset", "missing 'context_info'"),

@@ -292,7 +292,7 @@ def test_crashed_build_is_never_used(korquad_train_subset, koelectra_folder, tmp
         real_save(path, arr)
 
     monkeypatch.setattr(features.np, "save", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(MRCError, match="disk full"):
         build_store(korquad_train_subset, koelectra_folder, labels=True, cache_dir=cache)
     assert not any(cache.glob("windows-*")), "a half-written store is visible under its final name"
     monkeypatch.setattr(features.np, "save", real_save)

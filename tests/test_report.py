@@ -16,7 +16,7 @@ import pytest
 from mrc.errors import MRCError
 
 pytest.importorskip("matplotlib")
-from mrc.report import ANALYSIS, REPORT, main, write_report  # noqa: E402  (needs matplotlib at call time only)
+from mrc.report import ANALYSIS, RECORDED_NOT_FLAGS, REPORT, main, write_report  # noqa: E402  (needs matplotlib at call time only)
 
 
 class Page(HTMLParser):
@@ -194,7 +194,9 @@ def test_report_numbers_equal_the_run_files_and_images_plot_them(name, tmp_path)
 
     flags = page.tables["flags"]
     args = json.loads((run / "training_args.json").read_text())
-    assert [(row[0][1], json.loads(row[1][1])) for row in flags] == [(f"--{k}", v) for k, v in args.items()]
+    expected = [(f"--{k}", v) for k, v in args.items() if k not in RECORDED_NOT_FLAGS]
+    expected += [(label, args[k]) for k, label in RECORDED_NOT_FLAGS.items() if label and k in args]
+    assert [(row[0][1], json.loads(row[1][1])) for row in flags] == expected
 
 
 def test_train_py_wrote_the_report_of_its_run(unattended_run):
@@ -205,6 +207,10 @@ def test_train_py_wrote_the_report_of_its_run(unattended_run):
     results = json.loads((unattended_run / "eval_results.json").read_text())
     assert [float(row[2][0]) for row in page.tables["evals"][1:]] == [v["f1"] for k, v in results.items()
                                                                        if k != "best"]
+    names = [row[0][1] for row in page.tables["flags"]]
+    args = json.loads((unattended_run / "training_args.json").read_text())
+    assert "train_sources" in args and "--train_sources" not in names  # a recorded table, not a flag
+    assert "--model_name_or_path" in names and RECORDED_NOT_FLAGS["model_commit"] in names
 
 
 @pytest.mark.parametrize("case, message", [
