@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def shared_path(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not found: set MRC_SHARED to the shared data folder (it holds data/ and models/)")
     return p
+
+
+def cli_module(name: str):
+    """A root CLI script (`train`, `predict`, `eval`) loaded as a module, so tests call its `main(argv)`."""
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +92,6 @@ UNATTENDED_FLAGS = ("--max_steps", "50", "--logging_steps", "10", "--save_steps"
 @pytest.fixture(scope="session")
 def unattended_run(tmp_path_factory, koelectra_folder, korquad_train_subset, korquad_dev) -> Path:
     """One demo-sized train.py run (in process) that the retention, card, TensorBoard and report tests read."""
-    import importlib.util
     from mrc.checkpoint import save_model
     from mrc.model import ElectraForQA, ModelConfig
 
@@ -93,9 +101,7 @@ def unattended_run(tmp_path_factory, koelectra_folder, korquad_train_subset, kor
     torch.manual_seed(0)
     save_model(ElectraForQA(cfg), cfg, root / "model", tokenizer_folder=koelectra_folder)
     report_to = ["--report_to", "tensorboard"] if importlib.util.find_spec("tensorboard") else []
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    train_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_cli)
+    train_cli = cli_module("train")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

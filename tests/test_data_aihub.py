@@ -8,7 +8,6 @@ a weighted mix of every shape must run to the end on the tiny model.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mrc.examples import MULTIPLE_CHOICE, NOT_IN_CONTEXT, TABLE_CELLS, YES_NO
 from mrc.inspect_windows import main as inspect_main
 from mrc.reporting import Reporter
 from mrc.train_data import read_train_examples
+from conftest import cli_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -277,9 +277,7 @@ def all_shapes(tmp_path_factory) -> list[Path]:
 
 def test_training_on_a_weighted_mix_of_every_shape_runs_to_the_end(all_shapes, tiny_model, korquad_dev, tmp_path,
                                                                    capsys, one_thread):
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     weights = ["1", "0.5", "2", "1.5", "1"]
     out = tmp_path / "run"
     cli.main(["--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--do_train", "--do_eval",

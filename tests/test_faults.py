@@ -20,7 +20,6 @@ import errno
 import functools
 import hashlib
 import http.server
-import importlib.util
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ from mrc.features import build_store
 from mrc.logits import WindowLogitsWriter
 from mrc.logits import main as logits_main
 from mrc.store import WindowConfig
+from conftest import cli_module  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,10 +51,7 @@ CONTEXT = "바그너는 라이프치히 대학에서 음악을 공부했다. 그
 
 
 def load_root_cli(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli_faults", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli_module(name)
 
 
 predict_main = load_root_cli("predict").main

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from mrc.config import to_dict
 from mrc.model_card import DatasetRef, hub_id_of, license_of
 from mrc.train_state import model_checkpoints
+from conftest import cli_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml")  # PyYAML comes with transformers (the test extra)
@@ -51,9 +51,7 @@ def test_every_saved_folder_has_a_card_with_its_measured_scores(unattended_run):
 
 
 def test_the_card_command_reproduces_the_training_flags(unattended_run):
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     _, body = card(unattended_run)
     command = body.split("```bash\n")[2].split("\n```")[0]  # the second bash block: the training command
     argv = shlex.split(command)
@@ -116,9 +114,7 @@ def test_the_card_predict_commands_parse_with_predict_py(unattended_run):
 def test_to_argv_rebuilds_the_same_config(flags):
     from mrc.config import to_argv
 
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     base = ["--model_name_or_path", "m", "--output_dir", "o", "--do_train"]
     cfg = cli.parse_args(base + (flags if "--train_file" in flags else [*flags, "--train_file", "t.json"]))
     assert to_dict(cli.parse_args(to_argv(cfg))) == to_dict(cfg)

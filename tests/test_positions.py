@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mrc.features import build_store
 from mrc.model import ElectraForQA, ModelConfig
 from mrc.positions import EXTEND_METHODS, check_window_fits, extend_table
 from mrc.store import WindowConfig
+from conftest import cli_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(vocab_size=120, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -26,10 +26,7 @@ SMALL = dict(vocab_size=120, embedding_size=16, hidden_size=32, num_hidden_layer
 
 
 def load_cli(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli_positions", REPO / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli_module(name)
 
 
 def inputs(length: int, vocab: int = SMALL["vocab_size"], seed: int = 1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from mrc.config import from_flat
 from mrc.data import read_examples
 from mrc.errors import MRCError
 from mrc.predict import PredictConfig, quantize_int8, run
+from conftest import cli_module  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,10 +28,7 @@ SMALL_WINDOWS = ["--max_seq_length", "128", "--doc_stride", "48", "--max_query_l
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("predict_cli", REPO / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli_module("predict")
 
 
 cli = load_cli()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ from mrc.errors import MRCError
 from mrc.retention import (DELETING_SUFFIX, CheckpointConfig, best_checkpoint, best_step, rotate_checkpoints,
                            steps_to_delete)
 from mrc.train_state import MODEL_FILES, REQUIRED_FILES, latest_checkpoint, model_checkpoints
+from conftest import cli_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,9 +107,7 @@ def test_best_checkpoint_is_none_when_the_final_model_is_best(tmp_path, final_f1
       "--save_steps", "0"], "must be a positive multiple of --logging_steps"),
 ])
 def test_bad_retention_flags_are_refused_before_any_work(extra, message):
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     with pytest.raises(MRCError, match=message):
         cli.parse_args(["--model_name_or_path", "m", "--output_dir", "o", "--do_train", "--train_file", "t.json",
                         *extra])
@@ -139,9 +137,7 @@ def test_a_long_run_ends_with_exactly_the_promised_checkpoints(unattended_run):
 
 def test_save_only_model_checkpoints_evaluate_but_do_not_resume(unattended_run, tmp_path, korquad_train_subset,
                                                                 korquad_dev, capsys):
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     out = tmp_path / "model_only"
     args = ["--model_name_or_path", str(unattended_run), "--output_dir", str(out), "--do_train",
             "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from mrc.errors import MRCError
 from mrc.tensorboard import RUNS_DIR, TAGS, require
+from conftest import cli_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,9 +41,7 @@ def test_asking_for_tensorboard_without_the_package_fails_before_training(monkey
         require("tensorboard")
     require("none")  # the default needs nothing
 
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         cli.main(["--model_name_or_path", str(tmp_path / "no-model"), "--output_dir", str(out), "--do_train",
@@ -54,9 +52,7 @@ def test_asking_for_tensorboard_without_the_package_fails_before_training(monkey
 
 
 def test_report_to_accepts_only_known_sinks(capsys):
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     with pytest.raises(SystemExit):
         cli.parse_args(["--model_name_or_path", "m", "--output_dir", "o", "--do_train", "--train_file", "t",
                         "--report_to", "wandb"])
@@ -69,9 +65,7 @@ def test_a_resumed_run_shows_each_step_once(tiny_model, korquad_train_subset, tm
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = cli_module("train")
     out = tmp_path / "run"
     args = ["--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--do_train",
             "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,

@@ -7,7 +7,6 @@ seconds. Runs that must match each other use dropout 0 (DDP, accumulation) or th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from mrc.errors import MRCError
 from mrc.model import ElectraForQA, ModelConfig
 from mrc.reporting import Reporter
 from mrc.train_data import load_train_data, read_train_examples
+from conftest import cli_module  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # Several small processes share few cores: one thread each avoids oversubscription stalls.
@@ -69,9 +69,7 @@ def one_thread():
 
 def cli():
     """The repository-root train.py as a module (its `main` and `parse_args`)."""
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = cli_module("train")
     return module
 
 
