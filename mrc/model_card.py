@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrc.hub import KNOWN_MODELS, looks_like_hub_id
+from mrc.config import to_argv, to_dict
+from mrc.hub import KNOWN_MODELS, looks_like_hub_id, snapshot_commit
 from mrc.io import atomic_write_text
 
 CARD = "README.md"
@@ -165,3 +166,15 @@ def write_card(folder: Path, info: CardInfo, *, label: str | None, role: str, fo
     """Write (or rewrite) `folder`/README.md atomically."""
     atomic_write_text(Path(folder) / CARD,
                       render_card(info, label=label, role=role, folder_name=folder_name or Path(folder).name))
+
+
+def run_card_info(cfg: Any, model_folder: Path, results: dict[str, dict[str, Any]], world_size: int) -> CardInfo:
+    """The card of a training run: `cfg` is its TrainConfig, `model_folder` the resolved base model."""
+    argv = to_argv(cfg, leave_out=frozenset({"resume", "overwrite_output_dir", "local_rank"}))
+    return CardInfo(training_args={**to_dict(cfg), "model_commit": snapshot_commit(model_folder)},
+                    command=reproduce_command(argv, world_size),
+                    base_model=cfg.model_name_or_path, base_model_id=hub_id_of(cfg.model_name_or_path, model_folder),
+                    license=license_of(model_folder),
+                    train_sets=tuple(DatasetRef.of(str(f.path)) for f in cfg.train_files),
+                    eval_set=DatasetRef.of(str(cfg.predict_path), cfg.max_eval_samples) if cfg.predict_file else None,
+                    run_name=Path(cfg.output_dir).resolve().name, world_size=world_size, results=results)

@@ -19,7 +19,9 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from rich.markup import escape
 
 from mrc.config import field, parse_config
 from mrc.errors import MRCError, cli_entry
@@ -348,6 +350,16 @@ def write_report(run_dir: Path, out: Path | None = None, *, analysis: Path | Non
     plt, hangul = _pyplot()
     atomic_write_text(out, render(run, plt, hangul))
     return out
+
+
+def write_report_of_run(out: Path, say: Callable[[str], None]) -> None:
+    """report.html at the end of a training run, when the [report] extra (matplotlib) is installed."""
+    try:
+        path = write_report(out)
+    except MRCError as e:
+        say(f"[yellow]report.html not written: {escape(str(e))}[/]")  # escape: '.[report]' is no markup
+        return
+    say(f"report written to {path}")
 
 
 @cli_entry

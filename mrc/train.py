@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.markup import escape
 from torch import nn
 
 from mrc import dist, tensorboard
 from mrc.batching import collate
 from mrc.checkpoint import load_model, read_model_config
-from mrc.config import field, print_config, section, to_argv, to_dict
+from mrc.config import field, print_config, section, to_dict
 from mrc.data_sources import TrainFile, parse_train_file
 from mrc.decode import DecodeConfig
 from mrc.errors import MRCError
@@ -34,12 +33,12 @@ from mrc.evaluation import EvalResults, Evaluator, Inference, load_eval_set
 from mrc.hub import resolve_model, snapshot_commit
 from mrc.store import WindowConfig
 from mrc.loss import qa_loss
-from mrc.model_card import CardInfo, DatasetRef, hub_id_of, license_of, reproduce_command, write_card
+from mrc.model_card import run_card_info, write_card
 from mrc.optim import build_optimizer, linear_warmup_decay
 from mrc.positions import EXTEND_METHODS, check_window_fits
 from mrc.precision import PrecisionConfig
 from mrc.reporting import Reporter
-from mrc.report import write_report
+from mrc.report import write_report_of_run
 from mrc.retention import CheckpointConfig, check_with_schedule, keep_checkpoints, load_best_weights
 from mrc.schedule import Progress, Sampling, Schedule, TrainData, plan_schedule, rank_micro_batches
 from mrc.train_data import load_train_data, read_train_examples
@@ -357,29 +356,6 @@ def eval_scores(evaluator: Evaluator | None) -> dict[str, dict[str, Any]]:
     return evaluator.results.results if evaluator is not None and evaluator.results is not None else {}
 
 
-def model_card_info(cfg: TrainConfig, model_folder: Path, evaluator: Evaluator | None,
-                    ctx: dist.DistContext) -> CardInfo:
-    argv = to_argv(cfg, leave_out=frozenset({"resume", "overwrite_output_dir", "local_rank"}))
-    return CardInfo(training_args={**to_dict(cfg), "model_commit": snapshot_commit(model_folder)},
-                    command=reproduce_command(argv, ctx.world_size),
-                    base_model=cfg.model_name_or_path, base_model_id=hub_id_of(cfg.model_name_or_path, model_folder),
-                    license=license_of(model_folder),
-                    train_sets=tuple(DatasetRef.of(str(f.path)) for f in cfg.train_files),
-                    eval_set=DatasetRef.of(str(cfg.predict_path), cfg.max_eval_samples) if cfg.predict_file else None,
-                    run_name=Path(cfg.output_dir).resolve().name, world_size=ctx.world_size,
-                    results=eval_scores(evaluator))
-
-
-def write_run_report(out: Path, report: Reporter) -> None:
-    """report.html at the end of a run, when the [report] extra (matplotlib) is installed."""
-    try:
-        path = write_report(out)
-    except MRCError as e:
-        report.say(f"[yellow]report.html not written: {escape(str(e))}[/]")  # escape: '.[report]' is no markup
-        return
-    report.say(f"report written to {path}")
-
-
 # ---------------------------------------------------------------------------------------------
 # The run
 
@@ -449,7 +425,7 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
                        f"{counts.kept_without_answer:,} of {counts.without_answer:,} without it kept at "
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
     trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report, snapshot_commit(model_folder))
-    trainer.card = model_card_info(cfg, model_folder, evaluator, ctx) if ctx.is_main else None
+    trainer.card = run_card_info(cfg, model_folder, eval_scores(evaluator), ctx.world_size) if ctx.is_main else None
     trainer.training_args["train_sources"] = [source.to_dict() for source in train_examples.sources]
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
         ensure_dir(out)
@@ -483,5 +459,5 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
         if cfg.eval_all_checkpoints:
             refresh_checkpoint_cards(out, trainer.card)
         report.close_sinks()
-        write_run_report(out, report)
+        write_report_of_run(out, report.say)
     return scores

@@ -259,12 +259,13 @@ def test_train_py_without_matplotlib_says_how_to_get_the_report(tmp_path, monkey
     import torch
 
     from mrc.dist import DistContext
+    from mrc.report import write_report_of_run
     from mrc.reporting import Reporter
-    from mrc.train import write_run_report
 
     run = make_run(tmp_path / "run", epochs=1, steps_per_epoch=10, log_every=5, evaluated=False, analysis=False)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    write_run_report(run, Reporter(DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))))
+    report = Reporter(DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    write_report_of_run(run, report.say)
     err = capsys.readouterr().err
     assert "report.html not written" in err and "pip install -e '.[report]'" in err and not (run / REPORT).exists()
 
