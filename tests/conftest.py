@@ -33,6 +33,14 @@ def cli_module(name: str):
     return module
 
 
+def train_args(model: Path, out: Path, train_file: Path, cache: Path, *extra: str) -> list[str]:
+    """train.py flags of a small CPU run: windows of 128, the window cache in `cache` (not ./.cache)."""
+    return ["--model_type", "electra", "--model_name_or_path", str(model), "--output_dir", str(out),
+            "--data_dir", str(train_file.parent), "--train_file", train_file.name, "--do_train",
+            "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32", "--seed", "7",
+            "--features_cache_dir", str(cache), *extra]
+
+
 @pytest.fixture(scope="session")
 def korquad_dev() -> Path:
     return shared_path("data/korquad/KorQuAD_v1.0_dev.json")
@@ -107,7 +115,7 @@ def unattended_run(tmp_path_factory, koelectra_folder, korquad_train_subset, kor
     try:
         train_cli.main(["--model_name_or_path", str(root / "model"), "--output_dir", str(root / "run"),
                         "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,
-                        "--predict_file", str(korquad_dev), "--do_train", "--cache_dir", str(root / "cache"),
+                        "--predict_file", str(korquad_dev), "--do_train", "--features_cache_dir", str(root / "cache"),
                         *UNATTENDED_FLAGS, *report_to])
     finally:
         torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ from mrc.errors import MRCError
 from mrc.retention import (DELETING_SUFFIX, CheckpointConfig, best_checkpoint, best_step, rotate_checkpoints,
                            steps_to_delete)
 from mrc.train_state import MODEL_FILES, REQUIRED_FILES, latest_checkpoint, model_checkpoints
-from conftest import cli_module  # noqa: E402
+from conftest import cli_module, train_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,11 +139,10 @@ def test_save_only_model_checkpoints_evaluate_but_do_not_resume(unattended_run, 
                                                                 korquad_dev, capsys):
     cli = cli_module("train")
     out = tmp_path / "model_only"
-    args = ["--model_name_or_path", str(unattended_run), "--output_dir", str(out), "--do_train",
-            "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,
-            "--max_train_samples", "24", "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32",
+    args = [*train_args(unattended_run, out, korquad_train_subset, tmp_path / "cache"),
+            "--max_train_samples", "24",
             "--per_gpu_train_batch_size", "8", "--max_steps", "4", "--logging_steps", "2", "--save_steps", "2",
-            "--save_total_limit", "1", "--save_only_model", "--cache_dir", str(tmp_path / "cache"),
+            "--save_total_limit", "1", "--save_only_model",
             "--do_eval", "--eval_all_checkpoints", "--predict_file", str(korquad_dev), "--max_eval_samples", "5"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

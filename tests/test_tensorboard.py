@@ -11,7 +11,7 @@ import pytest
 
 from mrc.errors import MRCError
 from mrc.tensorboard import RUNS_DIR, TAGS, require
-from conftest import cli_module  # noqa: E402
+from conftest import cli_module, train_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,11 +67,9 @@ def test_a_resumed_run_shows_each_step_once(tiny_model, korquad_train_subset, tm
 
     cli = cli_module("train")
     out = tmp_path / "run"
-    args = ["--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--do_train",
-            "--data_dir", str(korquad_train_subset.parent), "--train_file", korquad_train_subset.name,
-            "--max_train_samples", "40", "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32",
+    args = [*train_args(tiny_model, out, korquad_train_subset, tmp_path / "cache"), "--max_train_samples", "40",
             "--per_gpu_train_batch_size", "4", "--max_steps", "6", "--logging_steps", "2", "--save_steps", "2",
-            "--report_to", "tensorboard", "--cache_dir", str(tmp_path / "cache")]
+            "--report_to", "tensorboard"]
     cli.main(args)
     first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(out / "checkpoint-6")  # as if the run died between steps 4 and 6's checkpoint

@@ -28,7 +28,7 @@ from mrc.errors import MRCError
 from mrc.model import ElectraForQA, ModelConfig
 from mrc.reporting import Reporter
 from mrc.train_data import load_train_data, read_train_examples
-from conftest import cli_module  # noqa: E402
+from conftest import cli_module, train_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # Several small processes share few cores: one thread each avoids oversubscription stalls.
@@ -71,13 +71,6 @@ def cli():
     """The repository-root train.py as a module (its `main` and `parse_args`)."""
     module = cli_module("train")
     return module
-
-
-def train_args(model: Path, out: Path, train_file: Path, cache: Path, *extra: str) -> list[str]:
-    return ["--model_type", "electra", "--model_name_or_path", str(model), "--output_dir", str(out),
-            "--data_dir", str(train_file.parent), "--train_file", train_file.name, "--do_train",
-            "--max_seq_length", "128", "--doc_stride", "48", "--max_query_length", "32", "--seed", "7",
-            "--features_cache_dir", str(cache), *extra]
 
 
 def run_train_py(args: list[str], *, prefix: list[str] | None = None,
