@@ -295,7 +295,7 @@ def download_model(cfg: DownloadConfig, console: Console) -> dict[str, str]:
                                f"{folder.parent.parent} and run the same command again")
             done[remote.name] = "in the cache, verified"
     if cfg.dir is not None:
-        cfg.dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(cfg.dir)
         for name in done:
             with atomic_path(cfg.dir / name) as tmp:
                 shutil.copyfile(folder / name, tmp)  # follows the cache's symlinks to the blobs

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrc.config import to_argv, to_dict
-from mrc.hub import KNOWN_MODELS, looks_like_hub_id, snapshot_commit
+from mrc.config import to_argv
+from mrc.hub import KNOWN_MODELS, looks_like_hub_id
 from mrc.io import atomic_write_text
 
 CARD = "README.md"
@@ -157,7 +157,8 @@ def render_card(info: CardInfo, *, label: str | None, role: str, folder_name: st
         "windows per step):\n",
         f"```bash\n{info.command}\n```\n",
         "The resolved flags (also in `training_args.json`):\n",
-        "| flag | value |\n|---|---|\n" + "".join(f"| `{k}` | `{_q(v)}` |\n" for k, v in args.items()),
+        "| flag | value |\n|---|---|\n" + "".join(f"| `{k}` | `{_q(v)}` |\n" for k, v in args.items()
+                                                 if k != "train_sources"),  # a table, printed by train.py
     ]
     return "\n".join(parts)
 
@@ -168,11 +169,12 @@ def write_card(folder: Path, info: CardInfo, *, label: str | None, role: str, fo
                       render_card(info, label=label, role=role, folder_name=folder_name or Path(folder).name))
 
 
-def run_card_info(cfg: Any, model_folder: Path, results: dict[str, dict[str, Any]], world_size: int) -> CardInfo:
-    """The card of a training run: `cfg` is its TrainConfig, `model_folder` the resolved base model."""
+def run_card_info(cfg: Any, training_args: dict[str, Any], model_folder: Path, results: dict[str, dict[str, Any]],
+                  world_size: int) -> CardInfo:
+    """The card of a training run: `cfg` is its TrainConfig, `training_args` what training_args.json holds,
+    `model_folder` the resolved base model."""
     argv = to_argv(cfg, leave_out=frozenset({"resume", "overwrite_output_dir", "local_rank"}))
-    return CardInfo(training_args={**to_dict(cfg), "model_commit": snapshot_commit(model_folder)},
-                    command=reproduce_command(argv, world_size),
+    return CardInfo(training_args=training_args, command=reproduce_command(argv, world_size),
                     base_model=cfg.model_name_or_path, base_model_id=hub_id_of(cfg.model_name_or_path, model_folder),
                     license=license_of(model_folder),
                     train_sets=tuple(DatasetRef.of(str(f.path)) for f in cfg.train_files),

@@ -25,7 +25,7 @@ from mrc.checkpoint import load_model
 from mrc.config import field
 from mrc.errors import MRCError
 from mrc.reporting import Reporter
-from mrc.train_state import CHECKPOINT_PATTERN, latest_checkpoint, model_checkpoints
+from mrc.train_state import list_checkpoints, model_checkpoints
 
 DELETING_SUFFIX = ".deleting"
 
@@ -84,9 +84,9 @@ def rotate_checkpoints(output_dir: Path, cfg: CheckpointConfig, scores: dict[str
     finish_deletions(out)
     checkpoints = dict(model_checkpoints(out))
     keep = {best_step(scores, list(checkpoints))}
-    resumable = latest_checkpoint(out)
-    if resumable is not None:
-        keep.add(int(CHECKPOINT_PATTERN.fullmatch(resumable.name).group(1)))
+    resumable = list_checkpoints(out)
+    if resumable:
+        keep.add(resumable[-1][0])
     deleted = []
     for step in steps_to_delete(list(checkpoints), cfg.save_total_limit, keep):
         folder = checkpoints[step]

@@ -425,8 +425,9 @@ def run_in_context(cfg: TrainConfig, ctx: dist.DistContext) -> dict[str, Any]:
                        f"{counts.kept_without_answer:,} of {counts.without_answer:,} without it kept at "
                        f"--neg_ratio {cfg.neg_ratio:g}) in {counts.steps:,} steps")
     trainer = build_trainer(cfg, resume_from or model_folder, schedule, ctx, report, snapshot_commit(model_folder))
-    trainer.card = run_card_info(cfg, model_folder, eval_scores(evaluator), ctx.world_size) if ctx.is_main else None
     trainer.training_args["train_sources"] = [source.to_dict() for source in train_examples.sources]
+    trainer.card = (run_card_info(cfg, trainer.training_args, model_folder, eval_scores(evaluator), ctx.world_size)
+                    if ctx.is_main else None)
     if ctx.is_main:  # only now does the run write into output_dir: a failed start leaves it as it was
         ensure_dir(out)
         resumed_step = read_progress(resume_from).step if resume_from else 0

@@ -52,23 +52,19 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
 MODEL_FILES = ("config.json", "model.safetensors", TRAINER_STATE)  # every checkpoint, --save_only_model's too
 
 
-def _checkpoints_with(output_dir: Path, files: tuple[str, ...]) -> list[tuple[int, Path]]:
+def model_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Every `checkpoint-<step>` folder holding a complete model (resumable or model-only), by step."""
     found = []
     for path in Path(output_dir).glob("checkpoint-*"):
         match = CHECKPOINT_PATTERN.fullmatch(path.name)
-        if match and path.is_dir() and all((path / name).is_file() for name in files):
+        if match and path.is_dir() and all((path / name).is_file() for name in MODEL_FILES):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
 
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Complete (resumable) `checkpoint-<step>` folders of `output_dir`, by step."""
-    return _checkpoints_with(output_dir, REQUIRED_FILES)
-
-
-def model_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Every `checkpoint-<step>` folder holding a complete model (resumable or model-only), by step."""
-    return _checkpoints_with(output_dir, MODEL_FILES)
+    return [(step, path) for step, path in model_checkpoints(output_dir) if is_training_checkpoint(path)]
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -102,15 +98,17 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def training_state_writer(*, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                           scaler: torch.amp.GradScaler, progress: Progress, rng_states: list[dict[str, Any]],
-                          write_args: Callable[[Path], None]) -> Callable[[Path], None]:
-    """A `save_model(extra_writer=...)` callback adding the training state to the checkpoint folder."""
+                          write_args: Callable[[Path], None], model_only: bool = False) -> Callable[[Path], None]:
+    """A `save_model(extra_writer=...)` callback adding the training state to the checkpoint folder
+    (`model_only`: only the flags and the step, no optimizer, schedule, scaler or RNG state)."""
 
     def write(folder: Path) -> None:
         write_args(folder / "training_args.json")
-        torch.save(optimizer.state_dict(), folder / OPTIMIZER)
-        torch.save(scheduler.state_dict(), folder / SCHEDULER)
-        torch.save(scaler.state_dict(), folder / SCALER)
-        torch.save(rng_states, folder / RNG_STATE)
+        if not model_only:
+            torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+            torch.save(scheduler.state_dict(), folder / SCHEDULER)
+            torch.save(scaler.state_dict(), folder / SCALER)
+            torch.save(rng_states, folder / RNG_STATE)
         (folder / TRAINER_STATE).write_text(json.dumps(asdict(progress), indent=2) + "\n", encoding="utf-8")
 
     return write
@@ -288,12 +286,9 @@ def save_checkpoint(trainer: Trainer, progress: Progress, ctx: dist.DistContext,
     """
     rng_states = [] if model_only else dist.gather_to_main(capture_rng(), ctx)
     if ctx.is_main:
-        if model_only:
-            writer = model_only_writer(progress, trainer.write_args)
-        else:
-            writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler,
-                                           scaler=trainer.scaler, progress=progress, rng_states=rng_states,
-                                           write_args=trainer.write_args)
+        writer = training_state_writer(optimizer=trainer.optimizer, scheduler=trainer.scheduler, scaler=trainer.scaler,
+                                       progress=progress, rng_states=rng_states, write_args=trainer.write_args,
+                                       model_only=model_only)
         save_model(trainer.plain_model, trainer.model_cfg, folder, trainer.tokenizer_folder,
                    extra_writer=with_card(writer, trainer, label=str(progress.step),
                                           role=checkpoint_role(progress.step, model_only), folder=folder))
@@ -309,16 +304,8 @@ def checkpoint_role(step: int, model_only: bool) -> str:
 def refresh_checkpoint_cards(out: Path, card: CardInfo) -> None:
     """Rewrite the card of every checkpoint in `out` (rank 0): scores added since it was saved show up."""
     for step, folder in model_checkpoints(out):
-        write_card(folder, card, label=str(step), role=checkpoint_role(step, not (folder / OPTIMIZER).is_file()),
+        write_card(folder, card, label=str(step), role=checkpoint_role(step, not is_training_checkpoint(folder)),
                    folder_name=str(folder))
-
-
-def model_only_writer(progress: Progress, write_args: Callable[[Path], None]) -> Callable[[Path], None]:
-    def write(folder: Path) -> None:
-        write_args(folder / "training_args.json")
-        (folder / TRAINER_STATE).write_text(json.dumps(asdict(progress), indent=2) + "\n", encoding="utf-8")
-
-    return write
 
 
 def with_card(writer: Callable[[Path], None], trainer: Trainer, *, label: str, role: str,
