@@ -10,14 +10,13 @@ JSON text goes through `mrc.text.parse_json`: every unpaired surrogate in it bec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mrc.data_aihub import AIHUB_FORMATS, nested_format, read_aihub
 from mrc.errors import MRCError
-from mrc.examples import (NOT_IN_CONTEXT, Answer, Example, Loc, ReadStats, get_field, item_problem,
-                          paragraph_questions, place_answer, short)
+from mrc.examples import (NOT_IN_CONTEXT, Answer, Example, Loc, ReadStats, get_field, paragraph_questions,
+                          place_answer, question_id, short)
 from mrc.text import JSONTextError, parse_json
 
 FORMATS = ("auto", "squad", "klue", "jsonl") + AIHUB_FORMATS
@@ -144,7 +143,7 @@ def _parse_question(qa: dict, context: str, title: str, source: str, loc: Loc, s
                     id_key: str | None, source_format: str | None = None) -> Example | None:
     """One question -> Example, or None when its answer cannot be found in the context (counted)."""
     stats.questions += 1
-    qid = _question_id(qa, loc, id_key)
+    qid = question_id(qa, loc, (id_key,) if id_key else ("id", "guid"))
     source_format = source_format or ("squad" if qa.get("id") is not None and id_key != "guid" else "klue")
     question = get_field(qa, "question", str, loc)
     has_answers = qa.get("answers") is not None
@@ -171,14 +170,6 @@ def _parse_question(qa: dict, context: str, title: str, source: str, loc: Loc, s
     return Example(id=qid, question=question, context=context, answers=tuple(answers),
                    is_impossible=bool(is_impossible), title=title, source=source, plausible_answers=plausible,
                    question_type="" if qtype is None else str(qtype), source_format=source_format)
-
-
-def _question_id(qa: dict, loc: Loc, id_key: str | None) -> str:
-    keys = (id_key,) if id_key else ("id", "guid")
-    for key in keys:
-        if qa.get(key) is not None:
-            return str(get_field(qa, key, (str, int), loc))
-    raise loc.error(f"missing {' or '.join(repr(k) for k in keys)}; every question needs a unique id")
 
 
 def _answer_list(raw: Any, loc: Loc) -> list[tuple[str, int]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mrc.examples import (MULTIPLE_CHOICE, NOT_IN_CONTEXT, TABLE_CELLS, YES_NO, Answer, Example, Loc, ReadStats,
-                          get_field, paragraph_questions, place_answer, short)
+                          get_field, paragraph_questions, place_answer, question_id, short)
 
 AIHUB_FORMATS = ("aihub", "korquad2", "aihub_tech")
 YES_NO_TEXTS = frozenset({"yes", "no", "예", "아니오", "아니요", "네"})
@@ -82,7 +82,7 @@ def read_aihub(path: Path, root: Any, fmt: str, stats: ReadStats) -> Iterator[tu
         paragraphs = ([(dloc / "paragraphs" / pi, p) for pi, p in enumerate(get_field(doc, "paragraphs", list, dloc))]
                       if "paragraphs" in doc or "context" not in doc else [(dloc, doc)])
         for context, qloc, qa in paragraph_questions(paragraphs, question="an id, 'question' and 'answers' or 'answer'"):
-            qid = _question_id(qa, qloc, ("question_id", "id", "guid"))
+            qid = question_id(qa, qloc, ("question_id", "id", "guid"))
             question = get_field(qa, "question", str, qloc)
             ex = _read_question(qa, qid, question, context, title, str(path), fmt, qloc, stats)
             if ex is not None:
@@ -102,7 +102,7 @@ def _read_tech(path: Path, root: dict, top: Loc, stats: ReadStats) -> Iterator[t
         contexts = [(dloc / "context_info" / ci, p) for ci, p in enumerate(get_field(doc, "context_info", list, dloc))]
         for context, qloc, qa in paragraph_questions(contexts, paragraph="context_info entry",
                                                      question="'question_id', 'question-1' and 'answer'"):
-            qid = _question_id(qa, qloc, ("question_id", "id"))
+            qid = question_id(qa, qloc, ("question_id", "id"))
             phrasings = [(f"{qid}-{key[-1]}", get_field(qa, key, str, qloc))
                          for key in ("question-1", "question-2") if qa.get(key) is not None]
             if not phrasings:
@@ -127,13 +127,6 @@ def _title(doc: dict, loc: Loc) -> str:
         raise (loc / ("title" if "title" in doc else "doc_title")).error(
             f"must be a string, got {type(title).__name__} {short(title)}")
     return "" if title is None else str(title)
-
-
-def _question_id(qa: dict, loc: Loc, keys: tuple[str, ...]) -> str:
-    for key in keys:
-        if qa.get(key) is not None:
-            return str(get_field(qa, key, (str, int), loc))
-    raise loc.error(f"missing {' or '.join(repr(k) for k in keys)}; every question needs a unique id")
 
 
 def _read_question(qa: dict, qid: str, question: str, context: str, title: str, source: str, fmt: str, loc: Loc,
@@ -198,12 +191,8 @@ def _place(ans: dict, context: str, loc: Loc, stats: ReadStats) -> Answer | str:
         start = int(start)
     if text.strip().lower() in YES_NO_TEXTS and context[start:start + len(text)] != text:
         return YES_NO  # never searched for: "예" is also the first syllable of "예정"
-    if start >= 0:
-        placed = place_answer(text, start, context)
-        stats.repaired += placed is not None and placed != start
-    else:  # no offset given: the first occurrence
-        placed = context.find(text)
-        placed = None if placed < 0 else placed
+    placed = place_answer(text, max(start, 0), context)  # no offset given (-1): the first occurrence
+    stats.repaired += start >= 0 and placed is not None and placed != start
     if placed is not None:
         return Answer(text, placed)
     if ans.get("cell_text") and isinstance(ans["cell_text"], list):

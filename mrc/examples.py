@@ -66,7 +66,6 @@ class ReadStats:
     replaced: int = 0  # unpaired surrogates (not valid Unicode) replaced by U+FFFD, offsets kept
     skipped_where: list[str] = field(default_factory=list)  # "file: path: reason" per skipped question
     skipped_by: dict[str, int] = field(default_factory=dict)  # reason (SKIP_REASONS) -> questions dropped
-    formats: list[str] = field(default_factory=list)  # the format each file was read as, in file order
 
     @property
     def kept(self) -> int:
@@ -165,6 +164,14 @@ def short(value: Any) -> str:
     except (RecursionError, ValueError):  # nested too deeply to print
         return f"(a deeply nested {type(value).__name__})"
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+def question_id(qa: dict, loc: Loc, keys: tuple[str, ...]) -> str:
+    """The question's id under the first of `keys` it has (integers become strings)."""
+    for key in keys:
+        if qa.get(key) is not None:
+            return str(get_field(qa, key, (str, int), loc))
+    raise loc.error(f"missing {' or '.join(repr(k) for k in keys)}; every question needs a unique id")
 
 
 def paragraph_questions(paragraphs: Iterable[tuple[Loc, Any]], *, paragraph: str = "paragraph",

@@ -86,7 +86,7 @@ def build_store(data: str | Path | Sequence[str | Path] | Sequence[Example], mod
     if folder is None:
         return WindowStore(arrays, meta)
     _write_store_once(arrays, meta, folder)
-    return WindowStore.open(folder)
+    return WindowStore.open(folder, verify=False)  # _write_store_once hashed the files it wrote
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path:

@@ -46,8 +46,9 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def read_store_meta(folder: Path) -> dict[str, Any]:
-    """meta.json of a finished store, its array files checked against the recorded sizes and checksums."""
+def read_store_meta(folder: Path, *, verify: bool = True) -> dict[str, Any]:
+    """meta.json of a finished store, its array files checked against the recorded sizes and checksums
+    (`verify=False`: sizes only, for a store this process has just written and hashed)."""
     meta_path = folder / "meta.json"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -65,7 +66,7 @@ def read_store_meta(folder: Path) -> dict[str, Any]:
         size = path.stat().st_size
         if size != want.get("bytes"):
             raise DamagedStore(f"{folder}: {path.name} has {size:,} bytes, {want.get('bytes')} were written")
-        if file_digest(path)["sha256"] != want.get("sha256"):
+        if verify and file_digest(path)["sha256"] != want.get("sha256"):
             raise DamagedStore(f"{folder}: {path.name} does not match the checksum written with it")
     return meta
 
@@ -150,13 +151,14 @@ class WindowStore:
         self._lengths = (self.windows.query_length + self.windows.context_length + SPECIAL_PER_WINDOW).astype(np.int32)
 
     @classmethod
-    def open(cls, folder: str | Path) -> WindowStore:
-        """Memory-map a store folder written by `build_store`; `DamagedStore` when its files changed."""
+    def open(cls, folder: str | Path, *, verify: bool = True) -> WindowStore:
+        """Memory-map a store folder written by `build_store`; `DamagedStore` when its files changed
+        (`verify=False` skips the checksums: the caller has just written them)."""
         folder = Path(folder)
         if not (folder / "meta.json").is_file():
             raise MRCError(f"{folder}: not a window store (no meta.json); rebuild it with build_store or "
                            f"python -m mrc.features")
-        meta = read_store_meta(folder)
+        meta = read_store_meta(folder, verify=verify)
         try:
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta["arrays"]}
             return cls(arrays, meta, folder)
