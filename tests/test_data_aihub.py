@@ -244,7 +244,8 @@ def test_non_extractive_answers_are_skipped_by_reason(answer, reason, tmp_path):
     if reason:
         assert "qas[0]" in stats.skipped_where[0] and reason in stats.skipped_where[0]
     else:
-        assert examples[0].context[examples[0].answers[0].start:].startswith(examples[0].answers[0].text)
+        answer = examples[0].answers[0]
+        assert answer.start == at(NEWS, answer.text)  # the given offset, or the first occurrence when none
 
 
 def test_colliding_ids_are_namespaced_for_training_and_refused_for_prediction(tmp_path):
@@ -296,8 +297,7 @@ def test_training_on_a_weighted_mix_of_every_shape_runs_to_the_end(all_shapes, t
         assert (source["kept"], source["used"], source["skipped_by"], source["repaired"]) == (
             len(expected), len(expected), skipped_by, repaired)
         assert source["unanswerable"] == sum(e[3] for e in expected)
-        assert source["windows"] >= len(expected) and source["windows_without_answer"] <= source["windows"]
-        assert source["epoch_kept_without_answer"] <= source["epoch_windows"]
+        assert source["windows"] >= len(expected)
     assert sum(s["epoch_windows"] for s in sources) > 0
     assert (out / "model.safetensors").is_file() and "3" in json.loads((out / "eval_results.json").read_text())
 
