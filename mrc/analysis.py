@@ -226,7 +226,7 @@ def write_breakdowns_json(cfg: EvalConfig, result: EvalResult, unit: str, tables
     data = {"dataset": str(cfg.dataset), "predictions": str(cfg.predictions), "exact_match": result.exact_match,
             "f1": result.f1, "f1_threshold": cfg.f1_threshold, "unit": unit,
             "breakdowns": [{"title": b.title, "rows": [asdict(r) for r in b.rows]} for b in tables]}
-    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n", overwrite=cfg.overwrite)
 
 
 def print_result(result: EvalResult, console: Console) -> None:
@@ -295,8 +295,8 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
     console, errors = Console(), Console(stderr=True)
     out_dir = Path(cfg.out) if cfg.out else Path(cfg.predictions).parent
     result_path = out_dir / f"{Path(cfg.predictions).stem}.eval.json"
-    csv_path = out_dir / "error_analysis.csv"
-    check_outputs(cfg, [result_path] + ([csv_path] if cfg.analyze else []))
+    csv_path, json_path = out_dir / "error_analysis.csv", out_dir / "error_analysis.json"
+    check_outputs(cfg, [result_path] + ([csv_path, json_path] if cfg.analyze else []))
     result, skipped = evaluate_files(cfg.dataset, cfg.predictions, cfg.data_format)
     print_result(result, console)
     warn_about_coverage(result, skipped, errors)
@@ -310,8 +310,8 @@ def run(cfg: EvalConfig, given: frozenset[str] | None = None) -> dict:
         tables = breakdowns(result, lengths, cfg.f1_threshold) + reach
         for breakdown in tables:
             print_breakdown(breakdown, console)
-        write_breakdowns_json(cfg, result, lengths.unit, tables, out_dir / "error_analysis.json")
-        console.print(f"{len(rows):,} error rows written to {out_dir / 'error_analysis.csv'}", soft_wrap=True)
+        write_breakdowns_json(cfg, result, lengths.unit, tables, json_path)
+        console.print(f"{len(rows):,} error rows written to {csv_path}", soft_wrap=True)
     summary = result.summary()
     atomic_write_text(result_path, json.dumps(summary) + "\n", overwrite=cfg.overwrite)
     console.print(f"result written to {result_path}", soft_wrap=True)

@@ -550,10 +550,10 @@ def test_predict_never_writes_over_an_input_even_with_overwrite(work, tiny_model
         (inputs / name).unlink()
 
 
-@pytest.mark.parametrize("existing", ["eval_json", "error_csv"])
+@pytest.mark.parametrize("existing", ["eval_json", "error_csv", "error_json"])
 def test_eval_keeps_existing_results_without_overwrite(existing, work, capsys):
     (work / "p.json").write_text(json.dumps({"g1": "라이프치히 대학"}), encoding="utf-8")
-    name = {"eval_json": "p.eval.json", "error_csv": "error_analysis.csv"}[existing]
+    name = {"eval_json": "p.eval.json", "error_csv": "error_analysis.csv", "error_json": "error_analysis.json"}[existing]
     (work / name).write_text("the user's earlier result\n", encoding="utf-8")
     argv = [str(work / "good.jsonl"), str(work / "p.json"), "--analyze"]
     expect_refusal(eval_main, argv, capsys, work, "--overwrite")
@@ -562,7 +562,8 @@ def test_eval_keeps_existing_results_without_overwrite(existing, work, capsys):
     assert (work / name).read_text(encoding="utf-8") != "the user's earlier result\n"
 
 
-@pytest.mark.parametrize("which", ["dataset_is_eval_json", "dataset_is_error_csv", "predictions_is_error_csv"])
+@pytest.mark.parametrize("which", ["dataset_is_eval_json", "dataset_is_error_csv", "predictions_is_error_csv",
+                                   "predictions_is_error_json"])
 def test_eval_never_writes_over_an_input(which, work, capsys):
     data = work / "good.jsonl"
     preds = work / "p.json"
@@ -572,7 +573,7 @@ def test_eval_never_writes_over_an_input(which, work, capsys):
     elif which == "dataset_is_error_csv":
         data = work / "error_analysis.csv"
     else:
-        preds = work / "error_analysis.csv"
+        preds = work / ("error_analysis.json" if which.endswith("json") else "error_analysis.csv")
         preds.write_text(json.dumps({"g1": "x"}), encoding="utf-8")
     if data != work / "good.jsonl":
         data.write_bytes(jsonl(GOOD_ROWS))
