@@ -264,11 +264,12 @@ def warn_about_coverage(result: EvalResult, skipped: int, console: Console) -> N
                       f"total; the official script would count them")
 
 
-def evaluate_files(dataset: str | Path, predictions: str | Path, data_format: str = "auto"
+def evaluate_files(dataset: str | Path, predictions: dict[str, str] | str | Path, data_format: str = "auto"
                    ) -> tuple[EvalResult, int]:
-    """(result, questions skipped by the reader) for a dataset file and a predictions file."""
+    """(result, questions skipped by the reader) for a dataset file and predictions ({id: answer} or a file)."""
     examples, stats = read_examples(dataset, data_format=data_format)
-    return evaluate(examples, load_predictions(predictions)), stats.skipped
+    answers = predictions if isinstance(predictions, dict) else load_predictions(predictions)
+    return evaluate(examples, answers), stats.skipped
 
 
 def settings_from_model(cfg: EvalConfig, given: frozenset[str]) -> tuple[EvalConfig, dict[str, str] | None]:
@@ -339,9 +340,7 @@ def evaluate_predictions(dataset_file: str | Path, predictions: dict[str, str] |
                          data_format: str = "auto") -> dict:
     """`mrc.evaluate`: the official KorQuAD v1.0 EM/F1 of `predictions` ({id: answer text}, or a
     predictions file) on a labelled dataset file, as eval.py prints it: {exact_match, f1, total, missing}."""
-    examples, _ = read_examples(dataset_file, data_format=data_format)
-    answers = predictions if isinstance(predictions, dict) else load_predictions(predictions)
-    return evaluate(examples, answers).summary()
+    return evaluate_files(dataset_file, predictions, data_format)[0].summary()
 
 
 def analyze_result(dataset_file: str | Path, prediction_file: str | Path, f1_threshold: float,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from rich.table import Table
+import torch
 from torch import nn
 
 from mrc import dist
@@ -26,7 +27,7 @@ from mrc.store import WindowConfig
 from mrc.inference import iter_predictions
 from mrc.io import atomic_write_text
 from mrc.metrics import evaluate
-from mrc.precision import PrecisionConfig
+from mrc.precision import PrecisionConfig, quantize_int8
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
 from mrc.train_state import model_checkpoints
@@ -39,6 +40,16 @@ class Inference:
     batch_size: int
     precision: PrecisionConfig
     decode: DecodeConfig
+
+
+def load_for_inference(folder: Path, *, int8: bool, device: torch.device,
+                       say: Callable[[str], None] | None) -> nn.Module:
+    """A model folder ready to answer: eval mode, dynamic int8 when asked (CPU), on `device`."""
+    model, _ = load_model(folder, report=say)
+    model.eval()
+    if int8:
+        model = quantize_int8(model)
+    return model.to(device)
 
 
 def build_store_on_ranks(examples: list[Example], model_folder: Path, window: WindowConfig, ctx: dist.DistContext,

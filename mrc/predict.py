@@ -26,18 +26,18 @@ from rich.table import Table
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import TRAINING_ARGS, load_model, read_model_config, read_training_args
+from mrc.checkpoint import TRAINING_ARGS, read_model_config, read_training_args
 from mrc.config import field, overlay_saved, print_config, section
 from mrc.data import Example, ReadStats, read_examples
 from mrc.examples import item_problem
 from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
 from mrc.errors import MRCError
-from mrc.evaluation import Inference, build_store_on_ranks, predict_to_files, store_predictions
+from mrc.evaluation import Inference, build_store_on_ranks, load_for_inference, predict_to_files, store_predictions
 from mrc.hub import resolve_model
 from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
 from mrc.io import atomic_path, check_folder_path, refuse_input_as_output
 from mrc.metrics import EvalResult, evaluate
-from mrc.precision import PrecisionConfig, quantize_int8
+from mrc.precision import PrecisionConfig
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
 from mrc.text import clean_text
@@ -246,14 +246,6 @@ def write_errors(path: Path, errors: list[ItemError], overwrite: bool) -> None:
 
 
 
-def load_for_inference(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter) -> nn.Module:
-    model, _ = load_model(cfg.model, report=report.say if ctx.is_main else None)
-    model.eval()
-    if cfg.int8:
-        model = quantize_int8(model)
-    return model.to(ctx.device)
-
-
 # ---------------------------------------------------------------------------------------------
 # Batch mode
 
@@ -344,7 +336,7 @@ def run_files(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter,
     check_outputs_free(plans, errors_path, cfg.overwrite)
     check_positions(cfg, sources)
     inputs = read_inputs(cfg.input, report)  # before any model work and before any output
-    model = load_for_inference(cfg, ctx, report)
+    model = load_for_inference(cfg.model, int8=cfg.int8, device=ctx.device, say=report.say if ctx.is_main else None)
     results = [predict_file(plan, examples, stats, model, cfg, ctx, report)
                for plan, (examples, stats) in zip(plans, inputs)]
     if ctx.is_main:
@@ -368,10 +360,10 @@ def run_debug(cfg: PredictConfig, ctx: dist.DistContext, report: Reporter,
     if problem is not None:
         raise MRCError(f"cannot predict: {problem}; give a non-empty --question and --context")
     check_positions(cfg, sources)
-    model = load_for_inference(cfg, ctx, report)
+    model = load_for_inference(cfg.model, int8=cfg.int8, device=ctx.device, say=report.say if ctx.is_main else None)
     store = build_store_on_ranks([example], cfg.model, cfg.window, ctx, labels=False, cache_dir=cfg.features_cache_dir,
                                  use_cache=False)
-    if store.question_token_base[1] == store.question_token_base[0]:  # the one question has no tokens
+    if questions_without_tokens(store).size:  # the one question has no tokens
         raise MRCError("cannot predict: no question tokens left after tokenization; --question holds only "
                        "characters the tokenizer drops")
     predictions = list(store_predictions(model, store, ctx, cfg.inference()))

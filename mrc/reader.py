@@ -24,16 +24,16 @@ import torch
 from torch import nn
 
 from mrc import dist
-from mrc.checkpoint import TRAINING_ARGS, load_model, read_model_config, read_training_args, stderr_line
+from mrc.checkpoint import TRAINING_ARGS, read_model_config, read_training_args, stderr_line
 from mrc.config import overlay_saved, section
 from mrc.data import Example, read_examples
 from mrc.examples import item_problem
 from mrc.decode import NO_ANSWER_SPAN, DecodeConfig, Prediction
 from mrc.errors import MRCError
-from mrc.evaluation import Inference, store_predictions
+from mrc.evaluation import Inference, load_for_inference, store_predictions
 from mrc.features import build_store
 from mrc.hub import resolve_model
-from mrc.precision import PrecisionConfig, quantize_int8
+from mrc.precision import PrecisionConfig
 from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
 
 ERROR_MODES = ("raise", "collect")
@@ -207,11 +207,8 @@ class Reader:
         sources = {k: "given" if v == "flag" else v for k, v in sources.items()}
         check_positions(settings.window, read_model_config(folder).max_position_embeddings, folder,
                         sources["max_seq_length"])
-        model, _ = load_model(folder, report=say)
-        model.eval()
-        if int8:
-            model = quantize_int8(model)
-        return cls(model.to(chosen), folder, settings, device=chosen, precision=precision, sources=sources)
+        model = load_for_inference(folder, int8=int8, device=chosen, say=say)
+        return cls(model, folder, settings, device=chosen, precision=precision, sources=sources)
 
     def __repr__(self) -> str:
         w, d = self.settings.window, self.settings.decode

@@ -18,7 +18,8 @@ from mrc.checkpoint import load_model
 from mrc.config import from_flat
 from mrc.data import read_examples
 from mrc.errors import MRCError
-from mrc.predict import PredictConfig, quantize_int8, run
+from mrc.precision import quantize_int8
+from mrc.predict import PredictConfig, run
 from conftest import cli_module  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
