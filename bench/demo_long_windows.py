@@ -79,22 +79,25 @@ def main() -> None:
         started = time.perf_counter()
         train.run(cfg)
         seconds = time.perf_counter() - started
-        answers = load_predictions(next(out.glob("predictions_*.json")))
+        final = next(out.glob("predictions_*.json"))  # predictions_<final step>.json
+        answers = load_predictions(final)
         overall = evaluate(dev, answers)
         long_only = evaluate([ex for ex in dev if ex.id in multi_ids], answers)
         results["arms"][name] = {
             "max_seq_length": length, "doc_stride": length // 2, "extend_positions": method,
-            "train_seconds": round(seconds, 1),
+            "train_seconds": round(seconds, 1), "steps": int(final.stem.split("_")[-1]),
             "train_tokens_per_epoch": train_tokens(files["train"], tokenizer, window, cache),
             "windows_per_multi_question_dev": float(np.mean([n for q, n in windows_per_question(
                 dev, tokenizer, window, cache).items() if q in multi_ids])),
             "em": overall.exact_match, "f1": overall.f1, "em_multi": long_only.exact_match, "f1_multi": long_only.f1}
         (demo.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"held-out: {len(dev)} questions, {len(multi_ids)} of them in paragraphs needing > 1 window at 128/64")
-    print(f"{'arm':<16} {'tokens':>10} {'seconds':>8} {'EM':>6} {'F1':>6} {'EM>1w':>6} {'F1>1w':>6}")
+    print(f"{'arm':<16} {'tokens':>10} {'steps':>6} {'seconds':>8} {'EM':>6} {'F1':>6} {'EM>1w':>6} {'F1>1w':>6} "
+          f"{'win/>1w':>7}")
     for name, r in results["arms"].items():
-        print(f"{name:<16} {r['train_tokens_per_epoch']:>10,} {r['train_seconds']:>8.0f} {r['em']:>6.2f} "
-              f"{r['f1']:>6.2f} {r['em_multi']:>6.2f} {r['f1_multi']:>6.2f}")
+        print(f"{name:<16} {r['train_tokens_per_epoch']:>10,} {r['steps']:>6,} {r['train_seconds']:>8.0f} "
+              f"{r['em']:>6.2f} {r['f1']:>6.2f} {r['em_multi']:>6.2f} {r['f1_multi']:>6.2f} "
+              f"{r['windows_per_multi_question_dev']:>7.2f}")
 
 
 if __name__ == "__main__":
