@@ -18,12 +18,20 @@ Either way the result is an ordinary checkpoint with a larger `max_position_embe
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from mrc.errors import MRCError
 
 EXTEND_METHODS = ("copy", "interpolate")
+
+
+def too_long_for_positions(what: str, max_positions: int, where: str | Path, remedy: str) -> MRCError:
+    """The one message for windows longer than a model's position table; `remedy` says what to change."""
+    return MRCError(f"{what} is longer than the {max_positions} positions of {where} (max_position_embeddings in "
+                    f"its config.json); {remedy}")
 
 
 def check_window_fits(max_seq_length: int, max_positions: int, method: str | None, where: str) -> bool:
@@ -37,10 +45,10 @@ def check_window_fits(max_seq_length: int, max_positions: int, method: str | Non
     if max_seq_length <= max_positions:
         return False
     if method is None:
-        raise MRCError(f"--max_seq_length {max_seq_length} is longer than the {max_positions} positions of {where} "
-                       f"(max_position_embeddings in its config.json); lower --max_seq_length to {max_positions}, or "
-                       f"add --extend_positions copy (or interpolate) to grow the position table to "
-                       f"{max_seq_length} before fine-tuning (docs/model.md)")
+        raise too_long_for_positions(f"--max_seq_length {max_seq_length}", max_positions, where,
+                                     f"lower --max_seq_length to {max_positions}, or add --extend_positions copy (or "
+                                     f"interpolate) to grow the position table to {max_seq_length} before fine-tuning "
+                                     f"(docs/model.md)")
     return True
 
 

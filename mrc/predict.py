@@ -37,6 +37,7 @@ from mrc.hub import resolve_model
 from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
 from mrc.io import atomic_path, check_folder_path, refuse_input_as_output
 from mrc.metrics import EvalResult, evaluate
+from mrc.positions import too_long_for_positions
 from mrc.precision import PrecisionConfig
 from mrc.prediction_files import PredictionFiles, write_predictions
 from mrc.reporting import Reporter
@@ -128,9 +129,9 @@ def check_positions(cfg: PredictConfig, sources: dict[str, str] | None) -> None:
     if cfg.window.max_seq_length > positions:
         source = (sources or {}).get("max_seq_length", "flag")
         said = {"flag": "", "default": " (the default)"}.get(source, f" (from {source})")
-        raise MRCError(f"--max_seq_length {cfg.window.max_seq_length}{said} is longer than the {positions} positions "
-                       f"of {cfg.model} (max_position_embeddings in its config.json); predict with --max_seq_length "
-                       f"{positions} or less, or fine-tune a longer model with train.py --extend_positions")
+        raise too_long_for_positions(f"--max_seq_length {cfg.window.max_seq_length}{said}", positions, cfg.model,
+                                     f"predict with --max_seq_length {positions} or less, or fine-tune a longer model "
+                                     f"with train.py --extend_positions")
 
 
 # ---------------------------------------------------------------------------------------------

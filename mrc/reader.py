@@ -33,6 +33,7 @@ from mrc.errors import MRCError
 from mrc.evaluation import Inference, load_for_inference, store_predictions
 from mrc.features import build_store
 from mrc.hub import resolve_model
+from mrc.positions import too_long_for_positions
 from mrc.precision import PrecisionConfig
 from mrc.store import TOKENLESS_QUESTION, WindowConfig, questions_without_tokens
 
@@ -132,10 +133,9 @@ def pick_precision(dtype: Any, int8: bool, device: torch.device) -> PrecisionCon
 def check_positions(window: WindowConfig, positions: int, folder: Path, source: str) -> None:
     """Windows no longer than the model's position table, refused before the weights load (as predict.py)."""
     if window.max_seq_length > positions:
-        raise MRCError(f"max_seq_length {window.max_seq_length} ({source}) is longer than the {positions} positions "
-                       f"of {folder} (max_position_embeddings in its config.json); pass "
-                       f"window=WindowConfig(max_seq_length={positions}) or less, or fine-tune a longer model with "
-                       f"train.py --extend_positions")
+        raise too_long_for_positions(f"max_seq_length {window.max_seq_length} ({source})", positions, folder,
+                                     f"pass window=WindowConfig(max_seq_length={positions}) or less, or fine-tune a "
+                                     f"longer model with train.py --extend_positions")
 
 
 def entry_answer(entry: dict) -> Answer:
