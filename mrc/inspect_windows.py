@@ -26,8 +26,9 @@ from mrc.data_sources import (SourceRead, SourceStats, TrainFile, count_windows,
 from mrc.errors import MRCError, cli_entry
 from mrc.features import CACHE_ENV, build_store
 from mrc.io import atomic_path, check_file_path, refuse_input_as_output
-from mrc.schedule import Sampling, TrainData, epoch_windows
+from mrc.schedule import Sampling, epoch_windows
 from mrc.store import WindowConfig, WindowStore
+from mrc.train_data import train_data_of
 
 
 @dataclass
@@ -87,20 +88,16 @@ def dump_windows(store: WindowStore, path: Path, chunk: int = 512, *, overwrite:
 
 def source_rows(files: list[TrainFile], read: SourceRead, store: WindowStore, cfg: InspectConfig) -> list[SourceStats]:
     """The per-source table's rows: read counts, windows, and epoch 1 as train.py would draw it."""
-    file_by_id = {ex.id: f for f, examples in enumerate(read.examples) for ex in examples}
-    example_file = np.asarray([file_by_id[i] for i in store.example_ids], dtype=np.int32)
-    window_file = example_file[np.asarray(store.windows.example_index)]
     for f, source in enumerate(read.sources):
         source.used = len(read.examples[f])
+    data = train_data_of(store, {ex.id: f for f, examples in enumerate(read.examples) for ex in examples},
+                         [f.weight for f in files])
     if not store.has_labels:
-        count_windows(read.sources, window_file, None, None)
+        count_windows(read.sources, data.window_file, None, None)
         return read.sources
-    is_negative = (np.asarray(store.windows.start_position) == 0) & (np.asarray(store.windows.end_position) == 0)
-    data = TrainData(store=store, window_file=window_file, weights=[f.weight for f in files], is_negative=is_negative,
-                     lengths=np.asarray(store.sequence_lengths()))
     first_epoch, _ = epoch_windows(data, Sampling(seed=cfg.seed, neg_ratio=cfg.neg_ratio, global_batch=1,
                                                   world_size=1, group_by_length=False), 0)
-    count_windows(read.sources, window_file, is_negative, first_epoch)
+    count_windows(read.sources, data.window_file, data.is_negative, first_epoch)
     return read.sources
 
 

@@ -12,7 +12,7 @@ from mrc.data_sources import SourceStats, TrainFile, count_windows, read_sources
 from mrc.examples import Example, item_problem
 from mrc.errors import MRCError
 from mrc.evaluation import build_store_on_ranks
-from mrc.store import WindowConfig
+from mrc.store import WindowConfig, WindowStore
 from mrc.reporting import Reporter
 from mrc.schedule import Sampling, TrainData, epoch_windows
 
@@ -64,6 +64,16 @@ def read_train_examples(files: list[TrainFile], report: Reporter, *, with_unansw
     return TrainExamples(examples, file_of_array, read.sources)
 
 
+def train_data_of(store: WindowStore, file_by_id: dict[str, int], weights: list[float]) -> TrainData:
+    """What epoch sampling needs about each window of `store`: its file (`file_by_id`: example id ->
+    --train_file index), that file's weight, whether it holds the answer, its length."""
+    example_file = np.asarray([file_by_id[i] for i in store.example_ids], dtype=np.int32)
+    windows = store.windows
+    return TrainData(store=store, window_file=example_file[np.asarray(windows.example_index)], weights=weights,
+                     is_negative=(np.asarray(windows.start_position) == 0) & (np.asarray(windows.end_position) == 0),
+                     lengths=np.asarray(store.sequence_lengths()))
+
+
 def load_train_data(files: list[TrainFile], train: TrainExamples, model_folder: Path, window: WindowConfig,
                     ctx: dist.DistContext, report: Reporter, *, cache_dir: str | None,
                     sampling: Sampling) -> TrainData:
@@ -72,13 +82,7 @@ def load_train_data(files: list[TrainFile], train: TrainExamples, model_folder: 
     Fills the window columns of `train.sources` (epoch 1 drawn as `sampling` draws it) and prints the table.
     """
     store = build_store_on_ranks(train.examples, model_folder, window, ctx, labels=True, cache_dir=cache_dir)
-    file_by_id = {ex.id: f for ex, f in zip(train.examples, train.file_of)}
-    example_file = np.asarray([file_by_id[i] for i in store.example_ids], dtype=np.int32)
-    windows = store.windows
-    data = TrainData(store=store, window_file=example_file[np.asarray(windows.example_index)],
-                     weights=[f.weight for f in files],
-                     is_negative=(np.asarray(windows.start_position) == 0) & (np.asarray(windows.end_position) == 0),
-                     lengths=np.asarray(store.sequence_lengths()))
+    data = train_data_of(store, {ex.id: f for ex, f in zip(train.examples, train.file_of)}, [f.weight for f in files])
     report.say(f"training windows: {len(store):,} from {len(train.examples):,} questions "
                f"({int(data.is_negative.sum()):,} without the answer)")
     first_epoch, _ = epoch_windows(data, sampling, 0)
