@@ -25,6 +25,19 @@ def shared_path(rel: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def window_cache_in_tmp(tmp_path_factory):
+    """Window stores a test builds without naming a cache go to a temporary folder, never ./.cache of the
+    repository (where they would outlive the run and be reused by the next one)."""
+    before = os.environ.get("MRC_CACHE")
+    os.environ["MRC_CACHE"] = str(tmp_path_factory.mktemp("mrc_cache"))
+    yield
+    if before is None:
+        os.environ.pop("MRC_CACHE", None)
+    else:
+        os.environ["MRC_CACHE"] = before
+
+
 def cli_module(name: str):
     """A root CLI script (`train`, `predict`, `eval`) loaded as a module, so tests call its `main(argv)`."""
     spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO / f"{name}.py")
